@@ -1,1 +1,445 @@
-//! placeholder
+//! The session role: owner of online users' sessions and of routing between
+//! them (RFC 6120 §7, §8, §10).
+//!
+//! [`LocalSessions`] implements [`SessionService`] in one process. Sessions are
+//! kept in a fixed number of shards, each behind its own short-held lock, so
+//! that routing lookups on different users do not contend.
+
+pub mod modules;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use rookery_core::metrics::Metrics;
+use rookery_core::{
+    BindError, BindRequest, ClientLink, DeliverError, Jid, SessionService, Stanza, StanzaError,
+    StanzaKind, StreamError, UserStore, new_id,
+};
+use rookery_xml::Element;
+use serde::Deserialize;
+use tracing::{debug, info, warn};
+
+use crate::modules::{Modules, ModulesConfig};
+
+/// RFC 6120 §7.7.2.2: what to do when a client binds a resource already in use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConflictPolicy {
+    /// Close the old session with a `<conflict/>` stream error (the default,
+    /// as Prosody and ejabberd do: the newest login wins).
+    #[default]
+    Replace,
+    /// Refuse the new bind with a `<conflict/>` stanza error.
+    Reject,
+}
+
+/// `[session]` section of the configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Policy for a resource already bound (RFC 6120 §7.7.2.2).
+    pub resource_conflict: ConflictPolicy,
+    /// Maximum resources bound at once per account (RFC 6120 §7.6.2.1).
+    pub max_resources: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            resource_conflict: ConflictPolicy::Replace,
+            max_resources: 10,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Resource {
+    jid: Jid,
+    link: Arc<dyn ClientLink>,
+    /// `Some(priority)` once the resource sent available presence
+    /// (RFC 6121 §4.2); `None` while unavailable.
+    presence: Option<i8>,
+}
+
+type Shard = RwLock<HashMap<Jid, Vec<Resource>>>;
+
+const SHARDS: usize = 64;
+
+/// In-process session service.
+#[derive(Debug)]
+pub struct LocalSessions {
+    domain: String,
+    config: SessionConfig,
+    users: Arc<dyn UserStore>,
+    metrics: Arc<Metrics>,
+    modules: Modules,
+    shards: Vec<Shard>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl LocalSessions {
+    /// A session service for `domain` (already prepared per RFC 7622).
+    pub fn new(
+        domain: &str,
+        config: SessionConfig,
+        modules: ModulesConfig,
+        users: Arc<dyn UserStore>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<LocalSessions> {
+        Arc::new(LocalSessions {
+            domain: domain.to_owned(),
+            config,
+            users,
+            metrics,
+            modules: Modules::new(modules),
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher: Default::default(),
+        })
+    }
+
+    /// The server modules (for disco and docs).
+    pub fn modules(&self) -> &Modules {
+        &self.modules
+    }
+
+    fn shard(&self, bare: &Jid) -> &Shard {
+        let mut h = self.hasher.build_hasher();
+        bare.hash(&mut h);
+        &self.shards[(h.finish() as usize) % SHARDS]
+    }
+
+    /// Number of bound sessions.
+    pub fn session_count(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.read()
+                    .map(|m| m.values().map(Vec::len).sum::<usize>())
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
+    /// Closes every session with `<system-shutdown/>` (RFC 6120 §4.9.3.17).
+    pub fn shutdown(&self) {
+        for shard in &self.shards {
+            let links: Vec<Arc<dyn ClientLink>> = match shard.read() {
+                Ok(m) => m.values().flatten().map(|r| r.link.clone()).collect(),
+                Err(_) => continue,
+            };
+            for l in links {
+                l.close(StreamError::new("system-shutdown"));
+            }
+        }
+    }
+
+    fn is_local_domain(&self, jid: &Jid) -> bool {
+        jid.domain() == self.domain
+    }
+
+    /// Sends a reply to a session of ours.
+    fn reply(&self, to: &Jid, el: Element) {
+        let _ = self.deliver_full(to, Arc::new(el));
+    }
+
+    fn reply_error(&self, from: &Jid, stanza: &Stanza, err: StanzaError) {
+        if let Some(r) = stanza.error_reply(&err) {
+            self.reply(from, r);
+        }
+    }
+
+    /// Delivers to one full JID, if bound.
+    fn deliver_full(&self, to: &Jid, el: Arc<Element>) -> Result<(), DeliverError> {
+        let link = {
+            let Ok(shard) = self.shard(&to.to_bare()).read() else {
+                return Err(DeliverError::Closed);
+            };
+            let Some(r) = shard
+                .get(&to.to_bare())
+                .and_then(|rs| rs.iter().find(|r| r.jid == *to))
+            else {
+                return Err(DeliverError::Closed);
+            };
+            r.link.clone()
+        };
+        self.push(&link, el)
+    }
+
+    fn push(&self, link: &Arc<dyn ClientLink>, el: Arc<Element>) -> Result<(), DeliverError> {
+        let r = link.deliver(el);
+        if r == Err(DeliverError::Full) {
+            // The client stopped reading: drop it rather than queue without
+            // bound; its messages are bounced to the sender.
+            self.metrics.slow_consumers.inc();
+            link.close(StreamError::new("policy-violation").with_text("client is not reading"));
+        }
+        r
+    }
+
+    /// The links of a user's resources that should get a message sent to the
+    /// bare JID: the available resources with the highest non-negative
+    /// priority (RFC 6121 §8.5.2.1.1; all of them on a tie).
+    fn bare_targets(&self, bare: &Jid) -> Vec<Arc<dyn ClientLink>> {
+        let Ok(shard) = self.shard(bare).read() else {
+            return Vec::new();
+        };
+        let Some(rs) = shard.get(bare) else {
+            return Vec::new();
+        };
+        let best = rs
+            .iter()
+            .filter_map(|r| r.presence)
+            .filter(|p| *p >= 0)
+            .max();
+        match best {
+            None => Vec::new(),
+            Some(best) => rs
+                .iter()
+                .filter(|r| r.presence == Some(best))
+                .map(|r| r.link.clone())
+                .collect(),
+        }
+    }
+
+    fn available_links(&self, bare: &Jid) -> Vec<Arc<dyn ClientLink>> {
+        let Ok(shard) = self.shard(bare).read() else {
+            return Vec::new();
+        };
+        shard
+            .get(bare)
+            .map(|rs| {
+                rs.iter()
+                    .filter(|r| r.presence.is_some())
+                    .map(|r| r.link.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn set_presence(&self, jid: &Jid, presence: Option<i8>) {
+        if let Ok(mut shard) = self.shard(&jid.to_bare()).write()
+            && let Some(r) = shard
+                .get_mut(&jid.to_bare())
+                .and_then(|rs| rs.iter_mut().find(|r| r.jid == *jid))
+        {
+            r.presence = presence;
+        }
+    }
+
+    /// Handles an iq addressed to the server, or to an account on its behalf.
+    fn server_iq(&self, from: &Jid, stanza: &Stanza) {
+        if !stanza.is_iq_request() {
+            // Results and errors to the server: nothing is waiting for them here.
+            return;
+        }
+        let target = stanza.to().cloned();
+        let result = self
+            .modules
+            .handle_iq(&self.domain, target.as_ref(), stanza);
+        match result {
+            Ok(payload) => self.reply(from, stanza.iq_result(payload)),
+            Err(e) => self.reply_error(from, stanza, e),
+        }
+    }
+
+    async fn account_exists(&self, bare: &Jid) -> Result<bool, StanzaError> {
+        self.users.exists(bare.as_str()).await.map_err(|e| {
+            warn!(error = %e, "user store unavailable");
+            StanzaError::internal_server_error()
+        })
+    }
+
+    /// RFC 6120 §10.5: a stanza for a local account.
+    async fn route_local(&self, from: &Jid, stanza: Stanza, to: Jid) {
+        let bare = to.to_bare();
+        if to.resource().is_some() {
+            match self.deliver_full(&to, stanza.shared()) {
+                Ok(()) => return,
+                Err(DeliverError::Full) => {
+                    if !stanza.is_error() && stanza.kind() != StanzaKind::Presence {
+                        self.reply_error(from, &stanza, StanzaError::resource_constraint());
+                    }
+                    return;
+                }
+                Err(DeliverError::Closed) => {}
+            }
+            // §10.5.4 / RFC 6121 §8.5.3.2: no such resource.
+            match stanza.kind() {
+                StanzaKind::Iq => {
+                    self.reply_error(from, &stanza, StanzaError::service_unavailable());
+                    return;
+                }
+                StanzaKind::Presence => return,
+                StanzaKind::Message => {
+                    if matches!(stanza.stanza_type(), Some("groupchat" | "error")) {
+                        self.reply_error(from, &stanza, StanzaError::service_unavailable());
+                        return;
+                    }
+                    // chat/normal/headline: treated as sent to the bare JID.
+                }
+            }
+        }
+        match stanza.kind() {
+            StanzaKind::Iq => {
+                // §10.5.3.2... RFC 6120 §10.3.3/§10.5: the server answers iqs to an
+                // account's bare JID on the account's behalf.
+                match self.account_exists(&bare).await {
+                    Ok(true) => self.server_iq(from, &stanza),
+                    Ok(false) => {
+                        self.reply_error(from, &stanza, StanzaError::service_unavailable())
+                    }
+                    Err(e) => self.reply_error(from, &stanza, e),
+                }
+            }
+            StanzaKind::Message => {
+                let targets = self.bare_targets(&bare);
+                if targets.is_empty() {
+                    if stanza.is_error() {
+                        return;
+                    }
+                    // Offline storage arrives with the IM issue; until then a
+                    // message nobody can receive is bounced, never dropped.
+                    let err = match self.account_exists(&bare).await {
+                        Ok(true) => StanzaError::recipient_unavailable()
+                            .with_text("the recipient is offline"),
+                        Ok(false) => StanzaError::service_unavailable(),
+                        Err(e) => e,
+                    };
+                    self.reply_error(from, &stanza, err);
+                    return;
+                }
+                let mut delivered = false;
+                for link in targets {
+                    delivered |= self.push(&link, stanza.shared()).is_ok();
+                }
+                if !delivered && !stanza.is_error() {
+                    self.reply_error(from, &stanza, StanzaError::resource_constraint());
+                }
+            }
+            StanzaKind::Presence => {
+                // Directed presence to a bare JID goes to every available resource
+                // (RFC 6121 §4.6); subscription handling is the IM issue's.
+                for link in self.available_links(&bare) {
+                    let _ = self.push(&link, stanza.shared());
+                }
+            }
+        }
+    }
+
+    /// Presence without `to`: the session's own availability (RFC 6121 §4.2, §4.5).
+    fn own_presence(&self, from: &Jid, stanza: &Stanza) {
+        match stanza.stanza_type() {
+            None => {
+                let priority = stanza
+                    .element()
+                    .child("priority", rookery_xml::ns::CLIENT)
+                    .and_then(|p| p.text().trim().parse::<i8>().ok())
+                    .unwrap_or(0);
+                self.set_presence(from, Some(priority));
+            }
+            Some("unavailable") => self.set_presence(from, None),
+            _ => {}
+        }
+    }
+}
+
+#[async_trait]
+impl SessionService for LocalSessions {
+    async fn bind(&self, req: BindRequest) -> Result<Jid, BindError> {
+        let bare = req.user.to_bare();
+        let resource = req.resource.unwrap_or_else(new_id);
+        let jid = bare
+            .with_resource(&resource)
+            .map_err(|e| BindError::Internal(e.to_string()))?;
+        let replaced = {
+            let mut shard = self
+                .shard(&bare)
+                .write()
+                .map_err(|_| BindError::Internal("lock poisoned".into()))?;
+            let rs = shard.entry(bare.clone()).or_default();
+            let existing = rs.iter().position(|r| r.jid == jid);
+            match (existing, self.config.resource_conflict) {
+                (Some(_), ConflictPolicy::Reject) => return Err(BindError::Conflict),
+                (None, _) if rs.len() >= self.config.max_resources => {
+                    return Err(BindError::ResourceConstraint);
+                }
+                _ => {}
+            }
+            let new = Resource {
+                jid: jid.clone(),
+                link: req.link,
+                presence: None,
+            };
+            match existing {
+                Some(i) => Some(std::mem::replace(&mut rs[i], new)),
+                None => {
+                    rs.push(new);
+                    None
+                }
+            }
+        };
+        if let Some(old) = replaced {
+            info!(jid = %jid, "resource conflict: replacing the old session");
+            old.link
+                .close(StreamError::new("conflict").with_text("replaced by a new session"));
+        } else {
+            self.metrics.sessions.inc();
+        }
+        debug!(jid = %jid, "bound");
+        Ok(jid)
+    }
+
+    async fn unbind(&self, jid: &Jid) {
+        let bare = jid.to_bare();
+        let Ok(mut shard) = self.shard(&bare).write() else {
+            return;
+        };
+        if let Some(rs) = shard.get_mut(&bare) {
+            let before = rs.len();
+            rs.retain(|r| r.jid != *jid);
+            if rs.len() < before {
+                self.metrics.sessions.dec();
+            }
+            if rs.is_empty() {
+                shard.remove(&bare);
+            }
+        }
+    }
+
+    async fn route(&self, from: &Jid, stanza: Stanza) {
+        let to = match stanza.to() {
+            None => {
+                // RFC 6120 §10.3: no 'to' means the account itself.
+                match stanza.kind() {
+                    StanzaKind::Presence => self.own_presence(from, &stanza),
+                    StanzaKind::Iq => self.server_iq(from, &stanza),
+                    StanzaKind::Message => {
+                        self.route_local(from, stanza.clone(), from.to_bare()).await
+                    }
+                }
+                return;
+            }
+            Some(to) => to.clone(),
+        };
+        if to.node().is_none() && self.is_local_domain(&to) {
+            match stanza.kind() {
+                StanzaKind::Iq => self.server_iq(from, &stanza),
+                // RFC 6120 §10.4: messages and presence to the server itself
+                // have nobody to read them.
+                StanzaKind::Message | StanzaKind::Presence => {}
+            }
+            return;
+        }
+        if self.is_local_domain(&to) && to.node().is_some() {
+            self.route_local(from, stanza, to).await;
+            return;
+        }
+        // RFC 6120 §10.4: a remote domain. Federation is its own issue; until
+        // then the sender learns at once that the server cannot be reached.
+        if !stanza.is_error() && stanza.kind() != StanzaKind::Presence {
+            self.reply_error(from, &stanza, StanzaError::remote_server_not_found());
+        }
+    }
+}

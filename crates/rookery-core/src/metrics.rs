@@ -1,0 +1,131 @@
+//! Prometheus metrics shared by all roles (text format on `/metrics`).
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Label: stanza kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// `message`, `presence` or `iq`.
+    pub kind: &'static str,
+}
+
+/// Label: SASL mechanism and outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabel {
+    /// Mechanism name.
+    pub mechanism: &'static str,
+    /// `success` or `failure`.
+    pub outcome: &'static str,
+}
+
+/// Label: stream error condition.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConditionLabel {
+    /// RFC 6120 §4.9.3 condition.
+    pub condition: &'static str,
+}
+
+/// Label: transport of a connection.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    /// `starttls`, `directtls` or `plain`.
+    pub transport: &'static str,
+}
+
+/// Every metric of the process.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Open client connections.
+    pub connections: Family<TransportLabel, Gauge>,
+    /// Accepted client connections.
+    pub connections_total: Counter,
+    /// Bound sessions.
+    pub sessions: Gauge,
+    /// Stanzas received from clients.
+    pub stanzas_in: Family<KindLabel, Counter>,
+    /// Stanzas written to clients.
+    pub stanzas_out: Family<KindLabel, Counter>,
+    /// SASL attempts by mechanism and outcome.
+    pub auth: Family<AuthLabel, Counter>,
+    /// Stream errors sent, by condition.
+    pub stream_errors: Family<ConditionLabel, Counter>,
+    /// Stanzas that could not be queued because the client stopped reading.
+    pub slow_consumers: Counter,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("rookery");
+        let m = Metrics {
+            connections: Family::default(),
+            connections_total: Counter::default(),
+            sessions: Gauge::default(),
+            stanzas_in: Family::default(),
+            stanzas_out: Family::default(),
+            auth: Family::default(),
+            stream_errors: Family::default(),
+            slow_consumers: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "c2s_connections",
+            "Open client connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "c2s_connections_accepted",
+            "Accepted client connections",
+            m.connections_total.clone(),
+        );
+        registry.register("sessions", "Bound client sessions", m.sessions.clone());
+        registry.register(
+            "stanzas_in",
+            "Stanzas received from clients",
+            m.stanzas_in.clone(),
+        );
+        registry.register(
+            "stanzas_out",
+            "Stanzas sent to clients",
+            m.stanzas_out.clone(),
+        );
+        registry.register(
+            "auth_attempts",
+            "SASL authentication attempts",
+            m.auth.clone(),
+        );
+        registry.register(
+            "stream_errors",
+            "Stream errors sent",
+            m.stream_errors.clone(),
+        );
+        registry.register(
+            "slow_consumer_drops",
+            "Stanzas refused because the client's queue was full",
+            m.slow_consumers.clone(),
+        );
+        Arc::new(Metrics { registry, ..m })
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
+        s
+    }
+
+    /// Counts a stream error.
+    pub fn stream_error(&self, condition: &'static str) {
+        self.stream_errors
+            .get_or_create(&ConditionLabel { condition })
+            .inc();
+    }
+}
