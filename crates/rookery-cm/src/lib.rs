@@ -1,1 +1,208 @@
-//! placeholder
+//! The connection manager (cm) role: client-to-server streams (RFC 6120).
+//!
+//! It terminates TCP, STARTTLS (RFC 6120 §5) and direct TLS (XEP-0368),
+//! parses the stream with hard limits, runs SASL (RFC 6120 §6) against
+//! credentials fetched from the user store, binds resources (§7) through the
+//! session service, and then shuttles stanzas between the socket and the
+//! session service. It holds sockets and nothing that must survive it.
+//!
+//! The shape follows mini-redis: [`C2s::serve`] is the listener loop with a
+//! connection-limit semaphore and a shutdown signal; each connection is one
+//! task running [`conn`].
+
+mod conn;
+mod io;
+mod throttle;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rookery_core::metrics::Metrics;
+use rookery_core::{SessionService, UserStore};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+pub use throttle::AuthThrottle;
+
+/// `[c2s]` section of the configuration.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct C2sConfig {
+    /// Addresses for STARTTLS client connections (RFC 6120 §5), port 5222.
+    pub listen: Vec<SocketAddr>,
+    /// Addresses for direct TLS client connections (XEP-0368), port 5223.
+    pub direct_tls_listen: Vec<SocketAddr>,
+    /// Refuse to go further than the stream header without TLS
+    /// (RFC 6120 §5.3.1 "mandatory-to-negotiate").
+    pub require_tls: bool,
+    /// Offer SASL PLAIN (always only inside TLS, RFC 6120 §13.8.3).
+    pub allow_plain: bool,
+    /// Maximum bytes of one stanza (RFC 6120 §13.12: at least 10,000).
+    pub max_stanza_bytes: usize,
+    /// Maximum XML nesting depth of a stanza.
+    pub max_depth: usize,
+    /// Maximum attributes per element.
+    pub max_attrs: usize,
+    /// Maximum length of an element or attribute name.
+    pub max_name_len: usize,
+    /// Maximum simultaneous client connections of this process.
+    pub max_connections: usize,
+    /// Seconds allowed from TCP accept to a bound resource.
+    pub negotiation_timeout_secs: u64,
+    /// Seconds of silence from a client after which the server pings it
+    /// (XEP-0199 §4.1).
+    pub ping_interval_secs: u64,
+    /// Seconds to wait for any data after a ping before closing the stream
+    /// with `<connection-timeout/>`.
+    pub ping_timeout_secs: u64,
+    /// Seconds a write to a client may block before the client is dropped as
+    /// not reading.
+    pub write_timeout_secs: u64,
+    /// Stanzas queued for one client before it is considered not reading.
+    pub max_queued_stanzas: usize,
+    /// Failed SASL attempts on one stream before `<policy-violation/>`
+    /// (RFC 6120 §6.4.5: 5 to 10).
+    pub max_auth_failures: u32,
+    /// Delay per recent failure from the same IP address before a
+    /// `<failure/>` is sent, in milliseconds (grows linearly, capped).
+    pub auth_failure_delay_ms: u64,
+    /// Upper bound of that delay, in milliseconds.
+    pub auth_failure_max_delay_ms: u64,
+    /// Offer the optional legacy `<session/>` feature (RFC 3921 §3) for old clients.
+    pub legacy_session: bool,
+}
+
+impl Default for C2sConfig {
+    fn default() -> Self {
+        C2sConfig {
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 5222))],
+            direct_tls_listen: vec![SocketAddr::from(([0, 0, 0, 0], 5223))],
+            require_tls: true,
+            allow_plain: true,
+            max_stanza_bytes: 256 * 1024,
+            max_depth: 48,
+            max_attrs: 64,
+            max_name_len: 256,
+            max_connections: 100_000,
+            negotiation_timeout_secs: 60,
+            ping_interval_secs: 300,
+            ping_timeout_secs: 60,
+            write_timeout_secs: 30,
+            max_queued_stanzas: 1024,
+            max_auth_failures: 5,
+            auth_failure_delay_ms: 250,
+            auth_failure_max_delay_ms: 5_000,
+            legacy_session: true,
+        }
+    }
+}
+
+impl C2sConfig {
+    pub(crate) fn limits(&self) -> rookery_xml::Limits {
+        rookery_xml::Limits {
+            max_stanza_bytes: self.max_stanza_bytes,
+            max_depth: self.max_depth,
+            max_attrs: self.max_attrs,
+            max_name_len: self.max_name_len,
+        }
+    }
+}
+
+/// Everything a client connection needs, shared by all of them.
+pub struct C2s {
+    pub(crate) domain: String,
+    pub(crate) config: C2sConfig,
+    pub(crate) tls: tokio_rustls::TlsAcceptor,
+    pub(crate) sessions: Arc<dyn SessionService>,
+    pub(crate) users: Arc<dyn UserStore>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) throttle: AuthThrottle,
+    limit: Arc<Semaphore>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for C2s {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("C2s")
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl C2s {
+    /// Builds the c2s service. `shutdown` flips to `true` when the server stops.
+    pub fn new(
+        domain: &str,
+        config: C2sConfig,
+        tls: Arc<rustls::ServerConfig>,
+        sessions: Arc<dyn SessionService>,
+        users: Arc<dyn UserStore>,
+        metrics: Arc<Metrics>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<C2s> {
+        let throttle = AuthThrottle::new(
+            Duration::from_millis(config.auth_failure_delay_ms),
+            Duration::from_millis(config.auth_failure_max_delay_ms),
+        );
+        Arc::new(C2s {
+            domain: domain.to_owned(),
+            limit: Arc::new(Semaphore::new(config.max_connections)),
+            config,
+            tls: tokio_rustls::TlsAcceptor::from(tls),
+            sessions,
+            users,
+            metrics,
+            throttle,
+            shutdown,
+        })
+    }
+
+    /// Accepts connections on an already-bound listener until shutdown, then
+    /// waits for every connection to close (each sends `<system-shutdown/>`).
+    /// `direct_tls` selects XEP-0368 direct TLS instead of STARTTLS.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, direct_tls: bool) {
+        let mut shutdown = self.shutdown.clone();
+        let mut tasks = JoinSet::new();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let permit = tokio::select! {
+                p = self.limit.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                _ = shutdown.changed() => break,
+            };
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = shutdown.changed() => break,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let this = self.clone();
+            tasks.spawn(async move {
+                conn::run(this, tcp, peer, direct_tls).await;
+                drop(permit);
+            });
+            // Reap finished tasks so the set does not grow.
+            while tasks.try_join_next().is_some() {}
+        }
+        info!(addr = ?listener.local_addr().ok(), "listener stopped; closing connections");
+        drop(listener);
+        while tasks.join_next().await.is_some() {}
+    }
+}

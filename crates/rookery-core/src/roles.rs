@@ -44,6 +44,10 @@ pub struct BindRequest {
     pub resource: Option<String>,
     /// Where stanzas for the new session go.
     pub link: Arc<dyn ClientLink>,
+    /// Identifies the connection (unique within the cm); `unbind` names it
+    /// so that a session replaced by a newer one is not unbound by the old
+    /// connection's cleanup.
+    pub conn_id: u64,
 }
 
 /// Why a bind failed (RFC 6120 §7.6.2).
@@ -81,8 +85,8 @@ impl BindError {
 pub trait SessionService: Send + Sync + std::fmt::Debug {
     /// Binds a resource and returns the full JID of the new session.
     async fn bind(&self, req: BindRequest) -> Result<Jid, BindError>;
-    /// Ends a session (the connection closed or failed).
-    async fn unbind(&self, jid: &Jid);
+    /// Ends the session of connection `conn_id` (the connection closed or failed).
+    async fn unbind(&self, jid: &Jid, conn_id: u64);
     /// Routes a stanza sent by the bound session `from`; `from` is already
     /// stamped on the stanza (RFC 6120 §8.1.2.1). Returns once routed.
     async fn route(&self, from: &Jid, stanza: Stanza);

@@ -18,13 +18,13 @@ use rookery_core::{
     StanzaKind, StreamError, UserStore, new_id,
 };
 use rookery_xml::Element;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
 use crate::modules::{Modules, ModulesConfig};
 
 /// RFC 6120 §7.7.2.2: what to do when a client binds a resource already in use.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ConflictPolicy {
     /// Close the old session with a `<conflict/>` stream error (the default,
@@ -36,7 +36,7 @@ pub enum ConflictPolicy {
 }
 
 /// `[session]` section of the configuration.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionConfig {
     /// Policy for a resource already bound (RFC 6120 §7.7.2.2).
@@ -57,6 +57,7 @@ impl Default for SessionConfig {
 #[derive(Debug)]
 struct Resource {
     jid: Jid,
+    conn_id: u64,
     link: Arc<dyn ClientLink>,
     /// `Some(priority)` once the resource sent available presence
     /// (RFC 6121 §4.2); `None` while unavailable.
@@ -369,6 +370,7 @@ impl SessionService for LocalSessions {
             }
             let new = Resource {
                 jid: jid.clone(),
+                conn_id: req.conn_id,
                 link: req.link,
                 presence: None,
             };
@@ -391,14 +393,14 @@ impl SessionService for LocalSessions {
         Ok(jid)
     }
 
-    async fn unbind(&self, jid: &Jid) {
+    async fn unbind(&self, jid: &Jid, conn_id: u64) {
         let bare = jid.to_bare();
         let Ok(mut shard) = self.shard(&bare).write() else {
             return;
         };
         if let Some(rs) = shard.get_mut(&bare) {
             let before = rs.len();
-            rs.retain(|r| r.jid != *jid);
+            rs.retain(|r| r.jid != *jid || r.conn_id != conn_id);
             if rs.len() < before {
                 self.metrics.sessions.dec();
             }

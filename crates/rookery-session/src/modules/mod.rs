@@ -8,7 +8,7 @@ mod version;
 
 use rookery_core::{Jid, Stanza, StanzaError};
 use rookery_xml::Element;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A specification a module implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +54,7 @@ pub struct IqContext<'a> {
 }
 
 /// `[modules]` section of the configuration.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModulesConfig {
     /// XEP-0092 software version: answer `jabber:iq:version` queries.

@@ -1,0 +1,860 @@
+//! One client connection: stream negotiation (RFC 6120 §4–§7), then the
+//! established stream.
+//!
+//! Negotiation runs in order: stream header → STARTTLS (unless direct TLS) →
+//! header → SASL → header → resource binding. Every step has a deadline, and
+//! anything out of order gets the stream error RFC 6120 names for it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use rookery_core::metrics::{AuthLabel, KindLabel, TransportLabel};
+use rookery_core::{
+    BindRequest, ClientLink, DeliverError, Jid, Stanza, StanzaError, StanzaKind, StreamError,
+    new_id,
+};
+use rookery_sasl::{CredentialLookup, LookupError, Mechanism, SaslServer, Step, StoredCredentials};
+use rookery_xml::{Element, Parser, StreamEvent, StreamHeader, escape_attr, ns};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep_until, timeout, timeout_at};
+use tracing::{debug, info};
+
+use crate::C2s;
+use crate::io::Socket;
+
+/// Read chunk size. Bounds how many bytes one read adds to the parser.
+const READ_CHUNK: usize = 4096;
+/// Stanzas written per wake-up before flushing.
+const WRITE_BATCH: usize = 64;
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// Why a connection ends.
+#[derive(Debug)]
+enum End {
+    /// Send this stream error, then close.
+    Stream(StreamError),
+    /// The client closed the stream (`</stream:stream>`): close ours too.
+    Closed,
+    /// The socket hit EOF or failed: nothing more can be sent.
+    Gone,
+}
+
+impl From<StreamError> for End {
+    fn from(e: StreamError) -> End {
+        End::Stream(e)
+    }
+}
+
+fn stream_err(condition: &'static str, text: &str) -> End {
+    End::Stream(StreamError::new(condition).with_text(text))
+}
+
+/// The session side's handle on this connection (in-process [`ClientLink`]).
+#[derive(Debug)]
+struct ChannelLink {
+    tx: mpsc::Sender<Arc<Element>>,
+    close: watch::Sender<Option<StreamError>>,
+}
+
+impl ClientLink for ChannelLink {
+    fn deliver(&self, stanza: Arc<Element>) -> Result<(), DeliverError> {
+        self.tx.try_send(stanza).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => DeliverError::Full,
+            mpsc::error::TrySendError::Closed(_) => DeliverError::Closed,
+        })
+    }
+    fn close(&self, error: StreamError) {
+        self.close.send_replace(Some(error));
+    }
+}
+
+/// Credential lookup for SASL: the SASL username is the localpart of an
+/// account of this domain (RFC 6120 §6.3.8 "simple user name").
+struct StoreLookup<'a> {
+    c2s: &'a C2s,
+}
+
+#[async_trait]
+impl CredentialLookup for StoreLookup<'_> {
+    async fn credentials(&self, username: &str) -> Result<Option<StoredCredentials>, LookupError> {
+        let Ok(local) = rookery_jid::prep_localpart(username) else {
+            return Ok(None);
+        };
+        let bare = format!("{local}@{}", self.c2s.domain);
+        self.c2s
+            .users
+            .credentials(&bare)
+            .await
+            .map_err(|e| LookupError(e.to_string()))
+    }
+}
+
+struct Conn {
+    c2s: Arc<C2s>,
+    id: u64,
+    peer: SocketAddr,
+    socket: Option<Socket>,
+    parser: Parser,
+    out: Vec<u8>,
+    rbuf: Vec<u8>,
+    header_sent: bool,
+    /// The authenticated account (bare JID) after SASL.
+    user: Option<Jid>,
+    /// The bound full JID.
+    jid: Option<Jid>,
+    auth_failures: u32,
+    bind_failures: u32,
+    ping_pending: Option<String>,
+}
+
+/// Serves one accepted TCP connection to its end.
+pub(crate) async fn run(c2s: Arc<C2s>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
+    let label = TransportLabel {
+        transport: if direct_tls { "directtls" } else { "starttls" },
+    };
+    c2s.metrics.connections_total.inc();
+    let gauge = c2s.metrics.connections.get_or_create(&label).clone();
+    gauge.inc();
+    let mut conn = Conn {
+        parser: Parser::new(c2s.config.limits()),
+        c2s,
+        id: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
+        peer,
+        socket: None,
+        out: Vec::new(),
+        rbuf: vec![0; READ_CHUNK],
+        header_sent: false,
+        user: None,
+        jid: None,
+        auth_failures: 0,
+        bind_failures: 0,
+        ping_pending: None,
+    };
+    let end = conn.drive(tcp, direct_tls).await;
+    if let Some(jid) = conn.jid.take() {
+        conn.c2s.sessions.unbind(&jid, conn.id).await;
+    }
+    conn.finish(end).await;
+    gauge.dec();
+}
+
+impl Conn {
+    fn socket(&mut self) -> Result<&mut Socket, End> {
+        self.socket.as_mut().ok_or(End::Gone)
+    }
+
+    async fn drive(&mut self, tcp: TcpStream, direct_tls: bool) -> End {
+        let negotiation = Duration::from_secs(self.c2s.config.negotiation_timeout_secs);
+        let deadline = Instant::now() + negotiation;
+        if direct_tls {
+            match timeout_at(deadline, self.c2s.tls.accept(tcp)).await {
+                Ok(Ok(tls)) => self.socket = Some(Socket::Tls(Box::new(tls))),
+                Ok(Err(e)) => {
+                    debug!(peer = %self.peer, error = %e, "TLS handshake failed");
+                    return End::Gone;
+                }
+                Err(_) => return End::Gone,
+            }
+        } else {
+            self.socket = Some(Socket::Plain(tcp));
+        }
+        let mut shutdown = self.c2s.shutdown.clone();
+        let negotiated = tokio::select! {
+            r = timeout_at(deadline, self.negotiate()) => match r {
+                Ok(r) => r,
+                Err(_) => Err(stream_err("connection-timeout", "stream negotiation took too long")),
+            },
+            _ = shutdown.changed() => Err(End::Stream(StreamError::new("system-shutdown"))),
+        };
+        let (rx, close_rx) = match negotiated {
+            Ok(channels) => channels,
+            Err(end) => return end,
+        };
+        match self.established(rx, close_rx).await {
+            Ok(()) => End::Closed,
+            Err(end) => end,
+        }
+    }
+
+    /// Sends the closing error or tag and shuts the socket down.
+    async fn finish(&mut self, end: End) {
+        let write_timeout = Duration::from_secs(self.c2s.config.write_timeout_secs);
+        match end {
+            End::Gone => {}
+            End::Closed => {
+                self.out.extend_from_slice(b"</stream:stream>");
+            }
+            End::Stream(e) => {
+                debug!(peer = %self.peer, condition = e.condition, text = ?e.text, "stream error");
+                self.c2s.metrics.stream_error(e.condition);
+                if !self.header_sent {
+                    self.write_header(None);
+                }
+                e.to_element().write_to(&mut self.out, ns::CLIENT);
+                self.out.extend_from_slice(b"</stream:stream>");
+            }
+        }
+        if let Some(mut s) = self.socket.take() {
+            let out = std::mem::take(&mut self.out);
+            let _ = timeout(write_timeout, async {
+                if !out.is_empty() {
+                    s.write_all(&out).await?;
+                }
+                s.shutdown().await
+            })
+            .await;
+        }
+    }
+
+    // ---- output -------------------------------------------------------
+
+    fn write_header(&mut self, to: Option<&str>) {
+        // RFC 6120 §4.7: from is our domain, to echoes the client's from,
+        // id is fresh per stream.
+        self.out.extend_from_slice(
+            b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='",
+        );
+        self.out.extend_from_slice(new_id().as_bytes());
+        self.out.extend_from_slice(b"' from='");
+        escape_attr(&mut self.out, &self.c2s.domain);
+        if let Some(to) = to {
+            self.out.extend_from_slice(b"' to='");
+            escape_attr(&mut self.out, to);
+        }
+        self.out
+            .extend_from_slice(b"' version='1.0' xml:lang='en'>");
+        self.header_sent = true;
+    }
+
+    fn push(&mut self, el: &Element) {
+        if let Some(kind) = StanzaKind::of(el) {
+            self.c2s
+                .metrics
+                .stanzas_out
+                .get_or_create(&KindLabel {
+                    kind: kind.as_str(),
+                })
+                .inc();
+        }
+        el.write_to(&mut self.out, ns::CLIENT);
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let write_timeout = Duration::from_secs(self.c2s.config.write_timeout_secs);
+        let out = std::mem::take(&mut self.out);
+        let s = self.socket()?;
+        let r = timeout(write_timeout, async {
+            s.write_all(&out).await?;
+            s.flush().await
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(End::Gone),
+            Err(_) => {
+                info!(peer = %self.peer, "client is not reading; dropping the connection");
+                return Err(End::Gone);
+            }
+        }
+        // Keep a small buffer for the next write; release a big one.
+        let mut out = out;
+        out.clear();
+        if out.capacity() <= 16 * 1024 {
+            self.out = out;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, el: &Element) -> Result<(), End> {
+        self.push(el);
+        self.flush().await
+    }
+
+    // ---- input --------------------------------------------------------
+
+    /// Reads until the parser yields an event.
+    async fn next_event(&mut self) -> Result<StreamEvent, End> {
+        loop {
+            if let Some(ev) = self.parser.next_event().map_err(StreamError::from)? {
+                return Ok(ev);
+            }
+            self.read_more().await?;
+        }
+    }
+
+    async fn read_more(&mut self) -> Result<(), End> {
+        let Some(s) = self.socket.as_mut() else {
+            return Err(End::Gone);
+        };
+        let n = s.read(&mut self.rbuf).await.map_err(|_| End::Gone)?;
+        if n == 0 {
+            return Err(End::Gone);
+        }
+        self.parser
+            .feed(&self.rbuf[..n])
+            .map_err(StreamError::from)?;
+        Ok(())
+    }
+
+    /// Reads the next first-level element during negotiation.
+    async fn next_element(&mut self) -> Result<Element, End> {
+        match self.next_event().await? {
+            StreamEvent::Stanza(el) => Ok(el),
+            StreamEvent::Close => Err(End::Closed),
+            StreamEvent::Open(_) => Err(stream_err("not-well-formed", "unexpected stream header")),
+        }
+    }
+
+    /// RFC 6120 §4.7: reads and checks the client's stream header, then
+    /// answers with ours.
+    async fn open_stream(&mut self) -> Result<(), End> {
+        let header: StreamHeader = match self.next_event().await? {
+            StreamEvent::Open(h) => h,
+            _ => return Err(stream_err("not-well-formed", "expected a stream header")),
+        };
+        self.write_header(header.attr("from"));
+        // §4.9.3.10: wrong stream or content namespace.
+        if header.name != "stream" || header.ns != ns::STREAMS {
+            return Err(stream_err("invalid-namespace", "not an XMPP stream"));
+        }
+        if header.default_ns.as_deref() != Some(ns::CLIENT) {
+            return Err(stream_err(
+                "invalid-namespace",
+                "content namespace must be jabber:client",
+            ));
+        }
+        // §4.7.5: no version means 0.9, which this server does not speak.
+        let major = header
+            .attr("version")
+            .and_then(|v| v.split('.').next())
+            .and_then(|m| m.parse::<u32>().ok());
+        if major != Some(1) {
+            return Err(stream_err("unsupported-version", "version 1.0 is required"));
+        }
+        // §4.9.3.6: a domain we do not serve.
+        if let Some(to) = header.attr("to") {
+            let ok = rookery_jid::prep_domainpart(to)
+                .map(|d| d == self.c2s.domain)
+                .unwrap_or(false);
+            if !ok {
+                return Err(stream_err(
+                    "host-unknown",
+                    "this server does not serve that domain",
+                ));
+            }
+        }
+        let features = self.features();
+        self.send(&features).await
+    }
+
+    /// RFC 6120 §4.3.2: the features for the current negotiation state.
+    fn features(&self) -> Element {
+        let mut f = Element::new_static("features", ns::STREAMS);
+        let tls = self.socket.as_ref().is_some_and(Socket::is_tls);
+        if !tls {
+            let mut st = Element::new_static("starttls", ns::TLS);
+            if self.c2s.config.require_tls {
+                st.push_child(Element::new_static("required", ns::TLS));
+            }
+            f.push_child(st);
+            if self.c2s.config.require_tls {
+                return f;
+            }
+        }
+        if self.user.is_none() {
+            let exporter = self.socket.as_ref().and_then(Socket::tls_exporter);
+            let mut mechs = Element::new_static("mechanisms", ns::SASL);
+            for m in self.offered(tls, exporter.is_some()) {
+                mechs.push_child(Element::new_static("mechanism", ns::SASL).with_text(m.name()));
+            }
+            f.push_child(mechs);
+            if exporter.is_some() {
+                // XEP-0440 §3: the channel-binding types we support.
+                f.push_child(
+                    Element::new_static("sasl-channel-binding", ns::SASL_CB).with_child(
+                        Element::new_static("channel-binding", ns::SASL_CB)
+                            .with_attr("type", "tls-exporter"),
+                    ),
+                );
+            }
+            return f;
+        }
+        f.push_child(Element::new_static("bind", ns::BIND));
+        if self.c2s.config.legacy_session {
+            f.push_child(
+                Element::new_static("session", ns::SESSION)
+                    .with_child(Element::new_static("optional", ns::SESSION)),
+            );
+        }
+        f
+    }
+
+    fn offered(&self, tls: bool, channel_binding: bool) -> Vec<Mechanism> {
+        rookery_sasl::offered_mechanisms(tls, channel_binding, tls && self.c2s.config.allow_plain)
+    }
+
+    /// Stream negotiation up to a bound resource.
+    async fn negotiate(
+        &mut self,
+    ) -> Result<
+        (
+            mpsc::Receiver<Arc<Element>>,
+            watch::Receiver<Option<StreamError>>,
+        ),
+        End,
+    > {
+        'restart: loop {
+            self.open_stream().await?;
+            loop {
+                let el = self.next_element().await?;
+                let tls = self.socket.as_ref().is_some_and(Socket::is_tls);
+                if el.is("starttls", ns::TLS) {
+                    if tls {
+                        return Err(stream_err("policy-violation", "TLS is already established"));
+                    }
+                    self.starttls().await?;
+                    continue 'restart;
+                }
+                if el.ns() == ns::SASL && el.name() == "auth" {
+                    if self.user.is_some() {
+                        return Err(stream_err("policy-violation", "already authenticated"));
+                    }
+                    if !tls && self.c2s.config.require_tls {
+                        // RFC 6120 §6.5.4.
+                        self.send(&sasl_failure("encryption-required")).await?;
+                        continue;
+                    }
+                    if self.sasl(el).await? {
+                        // §6.4.6: restart, keeping what the client pipelined.
+                        self.parser.reset(true);
+                        continue 'restart;
+                    }
+                    continue;
+                }
+                if StanzaKind::of(&el).is_some() {
+                    if self.user.is_none() {
+                        // RFC 6120 §4.3.5 (stanzas before authentication).
+                        return Err(stream_err("not-authorized", "authenticate first"));
+                    }
+                    if el.name() == "iq" && el.child("bind", ns::BIND).is_some() {
+                        if let Some(channels) = self.bind(el).await? {
+                            return Ok(channels);
+                        }
+                        continue;
+                    }
+                    // §7.1: nothing but binding before a resource is bound.
+                    return Err(stream_err("not-authorized", "bind a resource first"));
+                }
+                if !tls && self.c2s.config.require_tls {
+                    return Err(stream_err("policy-violation", "STARTTLS is required"));
+                }
+                return Err(stream_err(
+                    "unsupported-stanza-type",
+                    "unexpected element during negotiation",
+                ));
+            }
+        }
+    }
+
+    /// RFC 6120 §5.4.2–§5.4.3: proceed, handshake, and drop everything the
+    /// client sent in plaintext after `<starttls/>`.
+    async fn starttls(&mut self) -> Result<(), End> {
+        self.send(&Element::new_static("proceed", ns::TLS)).await?;
+        let Some(Socket::Plain(tcp)) = self.socket.take() else {
+            return Err(End::Gone);
+        };
+        match self.c2s.tls.accept(tcp).await {
+            Ok(tls) => {
+                self.socket = Some(Socket::Tls(Box::new(tls)));
+                self.parser.reset(false);
+                self.header_sent = false;
+                Ok(())
+            }
+            Err(e) => {
+                debug!(peer = %self.peer, error = %e, "STARTTLS handshake failed");
+                Err(End::Gone)
+            }
+        }
+    }
+
+    /// RFC 6120 §6.4: one SASL exchange. Returns whether it succeeded.
+    async fn sasl(&mut self, auth: Element) -> Result<bool, End> {
+        let tls = self.socket.as_ref().is_some_and(Socket::is_tls);
+        let exporter = self.socket.as_ref().and_then(Socket::tls_exporter);
+        let offered = self.offered(tls, exporter.is_some());
+        let mech = auth
+            .attr("mechanism")
+            .and_then(Mechanism::from_name)
+            .filter(|m| offered.contains(m));
+        let Some(mech) = mech else {
+            self.send(&sasl_failure("invalid-mechanism")).await?;
+            return Ok(false);
+        };
+        let mut server = SaslServer::new(mech, exporter);
+        let mut input = match decode_b64(&auth.text()) {
+            Some(v) => v,
+            None => return self.sasl_failed(mech, "incorrect-encoding").await,
+        };
+        loop {
+            let step = {
+                let lookup = StoreLookup { c2s: &self.c2s };
+                server.step(&input, &lookup).await
+            };
+            match step {
+                Step::Challenge(data) => {
+                    self.send(
+                        &Element::new_static("challenge", ns::SASL).with_text(encode_b64(&data)),
+                    )
+                    .await?;
+                    let el = self.next_element().await?;
+                    if el.is("abort", ns::SASL) {
+                        return self.sasl_failed(mech, "aborted").await;
+                    }
+                    if !el.is("response", ns::SASL) {
+                        return Err(stream_err("not-authorized", "expected a SASL response"));
+                    }
+                    input = match decode_b64(&el.text()) {
+                        Some(v) => v,
+                        None => return self.sasl_failed(mech, "incorrect-encoding").await,
+                    };
+                }
+                Step::Success {
+                    authcid,
+                    authzid,
+                    additional_data,
+                } => {
+                    let user = rookery_jid::prep_localpart(&authcid)
+                        .ok()
+                        .and_then(|l| Jid::new(Some(&l), &self.c2s.domain, None).ok());
+                    let Some(user) = user else {
+                        return self.sasl_failed(mech, "not-authorized").await;
+                    };
+                    // RFC 6120 §6.4.6: an authzid must be the account itself.
+                    if let Some(z) = authzid.as_deref().filter(|z| !z.is_empty()) {
+                        if Jid::parse(z).ok().as_ref() != Some(&user) {
+                            return self.sasl_failed(mech, "invalid-authzid").await;
+                        }
+                    }
+                    let mut ok = Element::new_static("success", ns::SASL);
+                    if let Some(d) = additional_data {
+                        ok.push_text(B64.encode(d));
+                    }
+                    self.send(&ok).await?;
+                    self.c2s
+                        .metrics
+                        .auth
+                        .get_or_create(&AuthLabel {
+                            mechanism: mech.name(),
+                            outcome: "success",
+                        })
+                        .inc();
+                    debug!(peer = %self.peer, user = %user, mechanism = mech.name(), "authenticated");
+                    self.user = Some(user);
+                    return Ok(true);
+                }
+                Step::Failure(f) => return self.sasl_failed(mech, f.condition()).await,
+            }
+        }
+    }
+
+    /// Answers a failed exchange, slowed down per source address, and closes
+    /// the stream once the retry limit is reached (RFC 6120 §6.4.5).
+    async fn sasl_failed(&mut self, mech: Mechanism, condition: &'static str) -> Result<bool, End> {
+        self.c2s
+            .metrics
+            .auth
+            .get_or_create(&AuthLabel {
+                mechanism: mech.name(),
+                outcome: "failure",
+            })
+            .inc();
+        self.auth_failures += 1;
+        if condition != "aborted" {
+            let delay = self.c2s.throttle.failure(self.peer.ip());
+            info!(peer = %self.peer, mechanism = mech.name(), condition, failures = self.auth_failures, "authentication failed");
+            tokio::time::sleep(delay).await;
+        }
+        self.send(&sasl_failure(condition)).await?;
+        if self.auth_failures >= self.c2s.config.max_auth_failures {
+            return Err(stream_err(
+                "policy-violation",
+                "too many failed authentication attempts",
+            ));
+        }
+        Ok(false)
+    }
+
+    /// RFC 6120 §7: binds a resource. `None` if the bind failed and the
+    /// client may retry.
+    async fn bind(
+        &mut self,
+        iq: Element,
+    ) -> Result<
+        Option<(
+            mpsc::Receiver<Arc<Element>>,
+            watch::Receiver<Option<StreamError>>,
+        )>,
+        End,
+    > {
+        let Some(user) = self.user.clone() else {
+            return Err(stream_err("not-authorized", "authenticate first"));
+        };
+        let id = iq.attr("id").unwrap_or_default().to_owned();
+        let reply_err = |e: StanzaError| {
+            Element::new_static("iq", ns::CLIENT)
+                .with_attr("type", "error")
+                .with_attr("id", id.clone())
+                .with_child(e.to_element())
+        };
+        if iq.attr("type") != Some("set") {
+            self.send(&reply_err(StanzaError::bad_request("bind is a set")))
+                .await?;
+            return self.bind_failed();
+        }
+        let requested = iq
+            .child("bind", ns::BIND)
+            .and_then(|b| b.child("resource", ns::BIND))
+            .map(|r| r.text())
+            .filter(|r| !r.is_empty());
+        let resource = match requested {
+            None => None,
+            Some(r) => match rookery_jid::prep_resourcepart(&r) {
+                Ok(r) => Some(r.into_owned()),
+                Err(_) => {
+                    // §7.7.2.1
+                    self.send(&reply_err(StanzaError::bad_request("invalid resourcepart")))
+                        .await?;
+                    return self.bind_failed();
+                }
+            },
+        };
+        let (tx, rx) = mpsc::channel(self.c2s.config.max_queued_stanzas.max(1));
+        let (close, close_rx) = watch::channel(None);
+        let link = Arc::new(ChannelLink { tx, close });
+        let req = BindRequest {
+            user,
+            resource,
+            link,
+            conn_id: self.id,
+        };
+        match self.c2s.sessions.bind(req).await {
+            Ok(jid) => {
+                let result =
+                    Element::new_static("iq", ns::CLIENT)
+                        .with_attr("type", "result")
+                        .with_attr("id", id.clone())
+                        .with_child(Element::new_static("bind", ns::BIND).with_child(
+                            Element::new_static("jid", ns::BIND).with_text(jid.as_str()),
+                        ));
+                self.jid = Some(jid);
+                self.send(&result).await?;
+                Ok(Some((rx, close_rx)))
+            }
+            Err(e) => {
+                self.send(&reply_err(e.to_stanza_error())).await?;
+                self.bind_failed()
+            }
+        }
+    }
+
+    /// RFC 6120 §7.7.2.1: a limited number of bind retries.
+    fn bind_failed<T>(&mut self) -> Result<Option<T>, End> {
+        self.bind_failures += 1;
+        if self.bind_failures >= 10 {
+            return Err(stream_err("policy-violation", "too many bind attempts"));
+        }
+        Ok(None)
+    }
+
+    // ---- established stream --------------------------------------------
+
+    async fn established(
+        &mut self,
+        mut rx: mpsc::Receiver<Arc<Element>>,
+        mut close_rx: watch::Receiver<Option<StreamError>>,
+    ) -> Result<(), End> {
+        let mut shutdown = self.c2s.shutdown.clone();
+        let interval = Duration::from_secs(self.c2s.config.ping_interval_secs.max(1));
+        let ping_timeout = Duration::from_secs(self.c2s.config.ping_timeout_secs.max(1));
+        let mut deadline = Instant::now() + interval;
+        // Anything the client pipelined behind the bind request.
+        self.drain_input().await?;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => {
+                    // Flush what is queued, then <system-shutdown/>.
+                    while let Ok(el) = rx.try_recv() {
+                        self.push(&el);
+                    }
+                    return Err(End::Stream(StreamError::new("system-shutdown")));
+                }
+                changed = close_rx.changed() => {
+                    if changed.is_ok()
+                        && let Some(e) = close_rx.borrow_and_update().clone()
+                    {
+                        return Err(End::Stream(e));
+                    }
+                }
+                Some(el) = rx.recv() => {
+                    self.push(&el);
+                    for _ in 1..WRITE_BATCH {
+                        match rx.try_recv() {
+                            Ok(el) => self.push(&el),
+                            Err(_) => break,
+                        }
+                    }
+                    self.flush().await?;
+                }
+                r = read_some(&mut self.socket, &mut self.rbuf) => {
+                    let n = r?;
+                    self.parser.feed(&self.rbuf[..n]).map_err(StreamError::from)?;
+                    // Any data proves the client alive (XEP-0199 §4.1).
+                    self.ping_pending = None;
+                    deadline = Instant::now() + interval;
+                    self.drain_input().await?;
+                }
+                _ = sleep_until(deadline) => {
+                    if self.ping_pending.is_some() {
+                        return Err(stream_err("connection-timeout", "no answer to ping"));
+                    }
+                    let id = new_id();
+                    let ping = Element::new_static("iq", ns::CLIENT)
+                        .with_attr("type", "get")
+                        .with_attr("id", id.clone())
+                        .with_attr("from", self.c2s.domain.clone())
+                        .with_child(Element::new_static("ping", ns::PING));
+                    self.ping_pending = Some(id);
+                    self.send(&ping).await?;
+                    deadline = Instant::now() + ping_timeout;
+                }
+            }
+        }
+    }
+
+    /// Handles every complete element already buffered.
+    async fn drain_input(&mut self) -> Result<(), End> {
+        while let Some(ev) = self.parser.next_event().map_err(StreamError::from)? {
+            match ev {
+                StreamEvent::Stanza(el) => self.client_stanza(el).await?,
+                StreamEvent::Close => return Err(End::Closed),
+                StreamEvent::Open(_) => {
+                    return Err(stream_err("not-well-formed", "unexpected stream header"));
+                }
+            }
+        }
+        self.flush().await
+    }
+
+    /// A first-level element from a bound client.
+    async fn client_stanza(&mut self, mut el: Element) -> Result<(), End> {
+        let Some(kind) = StanzaKind::of(&el) else {
+            // RFC 6120 §4.9.3.24: not a stanza and no extension we speak.
+            return Err(stream_err(
+                "unsupported-stanza-type",
+                "unknown first-level element",
+            ));
+        };
+        self.c2s
+            .metrics
+            .stanzas_in
+            .get_or_create(&KindLabel {
+                kind: kind.as_str(),
+            })
+            .inc();
+        let Some(full) = self.jid.clone() else {
+            return Err(End::Gone);
+        };
+        // RFC 6120 §8.1.2.1: the server stamps 'from'; a client may only
+        // claim its own full or bare JID.
+        if let Some(f) = el.attr("from") {
+            match Jid::parse(f) {
+                Ok(j) if j == full || j == full.to_bare() => {}
+                _ => {
+                    return Err(stream_err(
+                        "invalid-from",
+                        "from does not match the session",
+                    ));
+                }
+            }
+        }
+        el.set_attr("from", full.as_str());
+        let to_server = el
+            .attr("to")
+            .is_none_or(|t| rookery_jid::prep_domainpart(t).is_ok_and(|d| d == self.c2s.domain));
+        if kind == StanzaKind::Iq && to_server {
+            // The answer to our keepalive ping.
+            if self.ping_pending.as_deref() == el.attr("id")
+                && matches!(el.attr("type"), Some("result" | "error"))
+            {
+                self.ping_pending = None;
+                return Ok(());
+            }
+            // The legacy session element: nothing left to do (RFC 6121 §1.4 / RFC 3921 §3).
+            if el.attr("type") == Some("set") && el.child("session", ns::SESSION).is_some() {
+                let mut r = Element::new_static("iq", ns::CLIENT)
+                    .with_attr("type", "result")
+                    .with_attr("id", el.attr("id").unwrap_or_default());
+                r.set_attr("to", full.as_str());
+                self.push(&r);
+                return Ok(());
+            }
+        }
+        match Stanza::parse(el) {
+            Ok(stanza) => {
+                self.c2s.sessions.route(&full, stanza).await;
+                Ok(())
+            }
+            Err((el, e)) => {
+                if let Some(mut r) = rookery_core::stanza::error_reply(&el, &e) {
+                    // The bad address is not echoed back as 'from'.
+                    if e.condition == "jid-malformed" {
+                        r.remove_attr("from");
+                    }
+                    self.push(&r);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn read_some(socket: &mut Option<Socket>, buf: &mut [u8]) -> Result<usize, End> {
+    let Some(s) = socket.as_mut() else {
+        return Err(End::Gone);
+    };
+    match s.read(buf).await {
+        Ok(0) | Err(_) => Err(End::Gone),
+        Ok(n) => Ok(n),
+    }
+}
+
+fn sasl_failure(condition: &'static str) -> Element {
+    Element::new_static("failure", ns::SASL).with_child(Element::new_static(condition, ns::SASL))
+}
+
+/// RFC 6120 §6.4.2: `=` stands for an empty payload; whitespace is not allowed.
+fn decode_b64(text: &str) -> Option<Vec<u8>> {
+    if text.is_empty() || text == "=" {
+        return Some(Vec::new());
+    }
+    B64.decode(text).ok()
+}
+
+fn encode_b64(data: &[u8]) -> String {
+    if data.is_empty() {
+        "=".to_owned()
+    } else {
+        B64.encode(data)
+    }
+}

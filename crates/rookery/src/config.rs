@@ -1,0 +1,229 @@
+//! The configuration file: one TOML document, every section optional.
+//!
+//! Each section's type lives with the feature that owns it (`[c2s]` in
+//! rookery-cm, `[session]` and `[modules]` in rookery-session); this module
+//! only assembles them. `docs/configuration.md` documents every option with
+//! its default, and a test checks that it names every key of the defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rookery_cm::C2sConfig;
+use rookery_session::SessionConfig;
+use rookery_session::modules::ModulesConfig;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[tls]`
+    pub tls: TlsConfig,
+    /// `[c2s]`
+    pub c2s: C2sConfig,
+    /// `[session]`
+    pub session: SessionConfig,
+    /// `[modules]`
+    pub modules: ModulesConfig,
+    /// `[http]`
+    pub http: HttpConfig,
+    /// `[log]`
+    pub log: LogConfig,
+}
+
+/// `[server]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The XMPP domain served (RFC 7622 domainpart).
+    pub domain: String,
+    /// Directory of the embedded store, the generated certificate and the
+    /// server secret.
+    pub data_dir: PathBuf,
+    /// PBKDF2 iterations for new SCRAM credentials (RFC 7677 §4: at least 4096).
+    pub scram_iterations: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            domain: "localhost".into(),
+            data_dir: PathBuf::from("./data"),
+            scram_iterations: 4096,
+        }
+    }
+}
+
+/// `[tls]`: with neither set, a self-signed certificate for the domain is
+/// generated on first start and kept in `<data_dir>/tls/`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+/// `[http]`: metrics and health endpoints.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of `/metrics`, `/health` and `/ready`; empty to disable.
+    pub listen: Vec<SocketAddr>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5280))],
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter, e.g. `info` or `info,rookery_cm=debug`
+    /// (`RUST_LOG` overrides it).
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks a file.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Config::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// Parses and checks TOML text.
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let mut c: Config = toml::from_str(text)?;
+        c.check()?;
+        Ok(c)
+    }
+
+    /// Start-up checks beyond the types; normalizes the domain.
+    pub fn check(&mut self) -> anyhow::Result<()> {
+        self.server.domain = rookery_jid::prep_domainpart(&self.server.domain)
+            .map_err(|e| anyhow::anyhow!("server.domain {:?}: {e}", self.server.domain))?
+            .into_owned();
+        anyhow::ensure!(
+            self.server.scram_iterations >= 4096,
+            "server.scram_iterations must be at least 4096 (RFC 7677 §4)"
+        );
+        anyhow::ensure!(
+            self.c2s.max_stanza_bytes >= 10_000,
+            "c2s.max_stanza_bytes must be at least 10000 (RFC 6120 §13.12)"
+        );
+        anyhow::ensure!(
+            (5..=10).contains(&self.c2s.max_auth_failures),
+            "c2s.max_auth_failures must be between 5 and 10 (RFC 6120 §6.4.5)"
+        );
+        anyhow::ensure!(
+            self.session.max_resources >= 1,
+            "session.max_resources must be at least 1"
+        );
+        anyhow::ensure!(
+            self.tls.cert.is_some() == self.tls.key.is_some(),
+            "tls.cert and tls.key must be set together"
+        );
+        anyhow::ensure!(self.c2s.max_depth >= 4, "c2s.max_depth must be at least 4");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.server.domain, "localhost");
+        assert!(c.c2s.require_tls);
+        assert_eq!(c.c2s.max_stanza_bytes, 262_144);
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        assert!(Config::parse("[c2s]\nno_such_option = 1").is_err());
+        assert!(Config::parse("[server]\ndomain = 'a b'").is_err());
+        assert!(Config::parse("[c2s]\nmax_stanza_bytes = 100").is_err());
+        assert!(Config::parse("[tls]\ncert = 'x.pem'").is_err());
+        let c = Config::parse("[server]\ndomain = 'Example.ORG'").unwrap();
+        assert_eq!(c.server.domain, "example.org");
+    }
+
+    /// Every option of every section, as the code defines it, is documented
+    /// in docs/configuration.md and present in deploy/rookery.example.toml.
+    #[test]
+    fn configuration_reference_names_every_key() {
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/configuration.md"
+        ))
+        .expect("docs/configuration.md");
+        let example = include_str!("../../../deploy/rookery.example.toml");
+        let example_table: toml::Table = toml::from_str(example).unwrap();
+        Config::parse(example).expect("the example config is valid");
+        let defaults: toml::Table =
+            toml::from_str(&toml::to_string(&Config::default()).unwrap()).unwrap();
+        let mut missing = Vec::new();
+        for (section, table) in &defaults {
+            let Some(table) = table.as_table() else {
+                continue;
+            };
+            if !doc.contains(&format!("[{section}]")) {
+                missing.push(format!("[{section}] in docs"));
+            }
+            let mut keys: Vec<&String> = table.keys().collect();
+            if section == "tls" {
+                keys.clear();
+            }
+            for key in keys {
+                if !doc.contains(&format!("`{key}`")) {
+                    missing.push(format!("{section}.{key} in docs"));
+                }
+                let in_example = example_table
+                    .get(section)
+                    .and_then(|t| t.as_table())
+                    .is_some_and(|t| t.contains_key(key));
+                if !in_example {
+                    missing.push(format!("{section}.{key} in the example"));
+                }
+            }
+        }
+        for key in ["cert", "key"] {
+            assert!(doc.contains(&format!("`{key}`")));
+        }
+        assert!(missing.is_empty(), "undocumented options: {missing:?}");
+    }
+}

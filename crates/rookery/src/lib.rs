@@ -1,0 +1,9 @@
+//! Rookery: the wiring of one `rookery` process (configuration, roles,
+//! operations endpoints) and the administration commands.
+
+pub mod admin;
+pub mod config;
+pub mod http;
+pub mod server;
+
+pub use config::Config;

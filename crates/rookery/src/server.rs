@@ -1,0 +1,172 @@
+//! Wires the roles of one process together: store, session service,
+//! connection manager, HTTP endpoints.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rookery_cm::C2s;
+use rookery_cm::tls::{CertSource, server_config};
+use rookery_core::UserStore;
+use rookery_core::metrics::Metrics;
+use rookery_session::LocalSessions;
+use rookery_store::SqliteStore;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::info;
+
+use crate::config::Config;
+
+/// A running server.
+#[derive(Debug)]
+pub struct Running {
+    /// Bound STARTTLS client addresses.
+    pub c2s_addrs: Vec<SocketAddr>,
+    /// Bound direct TLS client addresses.
+    pub direct_tls_addrs: Vec<SocketAddr>,
+    /// Bound HTTP (metrics, health) addresses.
+    pub http_addrs: Vec<SocketAddr>,
+    /// The session service.
+    pub sessions: Arc<LocalSessions>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// Closes every stream with `<system-shutdown/>` after flushing what is
+    /// queued, and waits (at most `grace`) for the connections to finish.
+    pub async fn shutdown(mut self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        let tasks = &mut self.tasks;
+        let _ =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        self.tasks.abort_all();
+    }
+}
+
+/// Opens the embedded store under the data directory.
+pub fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
+    let path = config.server.data_dir.join("rookery.db");
+    SqliteStore::open(&path).with_context(|| format!("opening the store at {}", path.display()))
+}
+
+/// Reads (or creates) the per-installation secret, used to keep SASL
+/// answers for unknown users stable across restarts (no user enumeration).
+fn server_secret(dir: &Path) -> anyhow::Result<[u8; 32]> {
+    let path = dir.join("secret");
+    if let Ok(bytes) = std::fs::read(&path)
+        && let Ok(arr) = <[u8; 32]>::try_from(bytes.as_slice())
+    {
+        return Ok(arr);
+    }
+    let secret: [u8; 32] = rand::random();
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?;
+        f.write_all(&secret)?;
+    }
+    #[cfg(not(unix))]
+    std::fs::write(&path, secret)?;
+    Ok(secret)
+}
+
+async fn bind_all(addrs: &[SocketAddr], what: &str) -> anyhow::Result<Vec<TcpListener>> {
+    let mut out = Vec::new();
+    for a in addrs {
+        let l = TcpListener::bind(a)
+            .await
+            .with_context(|| format!("binding {what} on {a}"))?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Starts every role of a single-node server.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let domain = config.server.domain.clone();
+    let data_dir = config.server.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    rookery_sasl::configure_unknown_users(
+        server_secret(&data_dir)?,
+        config.server.scram_iterations,
+    );
+
+    let store = open_store(&config)?;
+    let users: Arc<dyn UserStore> = Arc::new(store);
+    let metrics = Metrics::new();
+    let sessions = LocalSessions::new(
+        &domain,
+        config.session.clone(),
+        config.modules.clone(),
+        users.clone(),
+        metrics.clone(),
+    );
+    let cert = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => CertSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        _ => CertSource::SelfSigned {
+            dir: data_dir.join("tls"),
+            domain: domain.clone(),
+        },
+    };
+    let tls = server_config(&cert).context("TLS certificate")?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let c2s = C2s::new(
+        &domain,
+        config.c2s.clone(),
+        tls,
+        sessions.clone(),
+        users,
+        metrics.clone(),
+        shutdown_rx.clone(),
+    );
+
+    let mut tasks = JoinSet::new();
+    let mut running = Running {
+        c2s_addrs: Vec::new(),
+        direct_tls_addrs: Vec::new(),
+        http_addrs: Vec::new(),
+        sessions,
+        metrics: metrics.clone(),
+        shutdown: shutdown_tx,
+        tasks: JoinSet::new(),
+    };
+    for l in bind_all(&config.c2s.listen, "c2s").await? {
+        let addr = l.local_addr()?;
+        info!(role = "c2s", %addr, transport = "starttls", "listening");
+        running.c2s_addrs.push(addr);
+        tasks.spawn(c2s.clone().serve(l, false));
+    }
+    for l in bind_all(&config.c2s.direct_tls_listen, "c2s direct TLS").await? {
+        let addr = l.local_addr()?;
+        info!(role = "c2s", %addr, transport = "directtls", "listening");
+        running.direct_tls_addrs.push(addr);
+        tasks.spawn(c2s.clone().serve(l, true));
+    }
+    for l in bind_all(&config.http.listen, "http").await? {
+        let addr = l.local_addr()?;
+        info!(role = "http", %addr, "listening");
+        running.http_addrs.push(addr);
+        tasks.spawn(crate::http::serve(l, metrics.clone(), shutdown_rx.clone()));
+    }
+    info!(domain = %domain, data_dir = %data_dir.display(), "rookery started");
+    running.tasks = tasks;
+    Ok(running)
+}
