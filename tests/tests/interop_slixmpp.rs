@@ -1,0 +1,128 @@
+//! Interop with slixmpp (Python), a client library nobody here wrote.
+//!
+//! Runs `tests/interop/slixmpp_chat.py` with Debian's `/usr/bin/python3` and
+//! `python3-slixmpp` against an in-process server, once per SASL mechanism.
+//! A missing slixmpp is a test failure, never a silent pass.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rookery_e2e::TestServer;
+
+const PYTHON: &str = "/usr/bin/python3";
+/// The script has its own 30 s hard timeout; this is the backstop.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(45);
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop/slixmpp_chat.py")
+}
+
+/// Runs `cmd` to completion without blocking the runtime, killing it after
+/// [`SCRIPT_TIMEOUT`]. Output goes through temporary files, so a chatty
+/// child cannot fill a pipe and stall. (tokio's `process` feature is not
+/// enabled in the workspace.)
+async fn output(mut cmd: Command) -> Output {
+    let out = tempfile::tempfile().unwrap();
+    let err = tempfile::tempfile().unwrap();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(err.try_clone().unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > SCRIPT_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still running after {SCRIPT_TIMEOUT:?}; killed");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let read = |mut f: std::fs::File| {
+        use std::io::{Read, Seek};
+        let mut v = Vec::new();
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        f.read_to_end(&mut v).unwrap();
+        v
+    };
+    Output {
+        status,
+        stdout: read(out),
+        stderr: read(err),
+    }
+}
+
+/// Fails the test unless `/usr/bin/python3` can import slixmpp.
+async fn require_slixmpp() {
+    assert!(
+        std::path::Path::new(PYTHON).exists(),
+        "{PYTHON} not found; install python3-slixmpp (apt-get install -y python3-slixmpp)"
+    );
+    let mut cmd = Command::new(PYTHON);
+    cmd.args(["-c", "import slixmpp; print(slixmpp.__version__)"]);
+    let out = output(cmd).await;
+    assert!(
+        out.status.success(),
+        "{PYTHON} cannot import slixmpp; install it with `apt-get install -y python3-slixmpp`\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("slixmpp {}", String::from_utf8_lossy(&out.stdout).trim());
+}
+
+async fn run_script(s: &TestServer, mech: &str) {
+    let started = Instant::now();
+    let mut cmd = Command::new(PYTHON);
+    cmd.arg(script())
+        .args(["--port", &s.addr().port().to_string()])
+        .args(["--user1", "alice", "--user2", "bob", "--password", "pass"])
+        .args(["--mech", mech]);
+    if std::env::var_os("SLIXMPP_VERBOSE").is_some() {
+        cmd.arg("--verbose");
+    }
+    let out = output(cmd).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{mech}: slixmpp_chat.py failed ({}) after {:?}\n--- stdout\n{stdout}--- stderr\n{stderr}\
+         (rerun with SLIXMPP_VERBOSE=1 for the XML)",
+        out.status,
+        started.elapsed()
+    );
+    eprintln!("{mech}: ok in {:?}\n{stdout}", started.elapsed());
+}
+
+#[tokio::test]
+async fn slixmpp_chat_ping_disco() {
+    require_slixmpp().await;
+    let s = TestServer::start().await;
+    s.add_user("alice", "pass").await;
+    s.add_user("bob", "pass").await;
+    for mech in ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"] {
+        run_script(&s, mech).await;
+    }
+}
+
+#[tokio::test]
+async fn slixmpp_wrong_password_fails() {
+    // The script must not report success when login fails.
+    require_slixmpp().await;
+    let s = TestServer::start().await;
+    s.add_user("alice", "pass").await;
+    s.add_user("bob", "other").await;
+    let mut cmd = Command::new(PYTHON);
+    cmd.arg(script())
+        .args(["--port", &s.addr().port().to_string()])
+        .args(["--user1", "alice", "--user2", "bob", "--password", "pass"])
+        .args(["--mech", "SCRAM-SHA-256"]);
+    let out = output(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("authentication failed"), "stderr: {stderr}");
+}
