@@ -40,11 +40,27 @@ def step(msg):
     print(f"[slixmpp_chat] {msg}", flush=True)
 
 
-def make_client(user, password, port, mech):
+def make_client(user, password, port, mech, stock_cb):
     jid = f"{user}@{DOMAIN}/slix-{uuid.uuid4().hex[:8]}"
     x = slixmpp.ClientXMPP(jid, password, sasl_mech=mech)
     x.ssl_context.check_hostname = False  # must come before verify_mode
     x.ssl_context.verify_mode = ssl.CERT_NONE
+    if not stock_cb:
+        # slixmpp 1.8 knows only the tls-unique channel binding, and with any
+        # non-PLUS SCRAM it sends the gs2 flag 'y' ("I support binding, you
+        # don't") whenever it has tls-unique data, even though the server
+        # offered -PLUS. A server that offers -PLUS (ours: tls-exporter, per
+        # XEP-0440) must refuse 'y' as a downgrade (RFC 5802 section 6).
+        # Since slixmpp supports none of the advertised binding types, the
+        # correct flag is 'n': hide the binding data so slixmpp sends it.
+        fm = x['feature_mechanisms']
+        default_creds = fm.sasl_callback
+
+        def creds_without_cb(required, optional):
+            c = default_creds(required, optional)
+            c.pop('channel_binding', None)
+            return c
+        fm.sasl_callback = creds_without_cb
     x.register_plugin('xep_0030')
     x.register_plugin('xep_0199')
     loop = asyncio.get_running_loop()
@@ -62,8 +78,15 @@ def make_client(user, password, port, mech):
             x.ready.set_result(True)
 
     x.add_event_handler('session_start', session_start)
-    x.add_event_handler('failed_all_auth',
-                        lambda _: fail(f"SASL {mech} authentication failed"))
+    x.auth_failures = []
+    x.add_event_handler(
+        'failed_auth',
+        lambda f: x.auth_failures.append(f"{x['feature_mechanisms'].mech.name}: "
+                                         f"<{f['condition']}/>"))
+    x.add_event_handler(
+        'failed_all_auth',
+        lambda _: fail(f"SASL authentication failed ({mech or 'auto'}); "
+                       f"server failures: {x.auth_failures or 'none'}"))
     x.add_event_handler('connection_failed',
                         lambda e: fail(f"connection failed: {e}"))
     x.add_event_handler('disconnected',
@@ -97,13 +120,20 @@ async def expect_message(receiver, sender, body, who):
 
 
 async def run(args):
-    a = make_client(args.user1, args.password, args.port, args.mech)
-    b = make_client(args.user2, args.password, args.port, args.mech)
+    a = make_client(args.user1, args.password, args.port, args.mech, args.stock_cb)
+    b = make_client(args.user2, args.password, args.port, args.mech, args.stock_cb)
     clients = [a, b]
     try:
-        await wait(f"{args.user1} session start", a.ready)
-        await wait(f"{args.user2} session start", b.ready)
-        step(f"logged in with {args.mech}: {a.boundjid.full}, {b.boundjid.full}")
+        results = await wait("both session starts",
+                             asyncio.gather(a.ready, b.ready,
+                                            return_exceptions=True))
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        used = a['feature_mechanisms'].mech.name
+        step(f"logged in with {used}: {a.boundjid.full}, {b.boundjid.full}")
+        if args.mech and used != args.mech:
+            raise Failure(f"used {used}, not the requested {args.mech}")
 
         tag = uuid.uuid4().hex
         # user1 -> user2's full JID. user1's presence went out before this
@@ -147,14 +177,16 @@ async def run(args):
                           f"{sorted(features)}")
         step(f"disco#info ok ({len(features)} features, urn:xmpp:ping present)")
     finally:
+        # Take the futures first: slixmpp replaces x.disconnected with a new
+        # one each time it fires.
+        gone = [x.disconnected for x in clients]
         for x in clients:
             x.disconnect()
-        for x in clients:
+        for x, fut in zip(clients, gone):
             try:
-                await asyncio.wait_for(x.disconnected, 5)
+                await asyncio.wait_for(fut, 5)
             except asyncio.TimeoutError:
                 step(f"warning: {x.boundjid.bare} did not disconnect cleanly")
-
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -163,10 +195,16 @@ def main():
     p.add_argument('--user2', default='bob')
     p.add_argument('--password', default='pass')
     p.add_argument('--mech', default='SCRAM-SHA-256',
-                   help="SASL mechanism to force, e.g. SCRAM-SHA-1, PLAIN")
+                   help="SASL mechanism to force, e.g. SCRAM-SHA-1, PLAIN; "
+                        "'auto' lets slixmpp pick")
+    p.add_argument('--stock-cb', action='store_true',
+                   help="keep slixmpp's own channel-binding behaviour (gs2 "
+                        "flag 'y' for non-PLUS SCRAM; see make_client)")
     p.add_argument('-v', '--verbose', action='store_true',
                    help="slixmpp debug log (all XML) on stderr")
     args = p.parse_args()
+    if args.mech == 'auto':
+        args.mech = None
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format='%(levelname)s %(name)s: %(message)s')
 
@@ -179,13 +217,13 @@ def main():
     try:
         asyncio.run(guarded())
     except Failure as e:
-        print(f"FAIL [{args.mech}]: {e}", file=sys.stderr)
+        print(f"FAIL [{args.mech or 'auto'}]: {e}", file=sys.stderr)
         return 1
     except Exception as e:  # anything unexpected is a failure too
-        print(f"FAIL [{args.mech}]: unexpected {type(e).__name__}: {e}",
+        print(f"FAIL [{args.mech or 'auto'}]: unexpected {type(e).__name__}: {e}",
               file=sys.stderr)
         return 1
-    print(f"OK [{args.mech}]", flush=True)
+    print(f"OK [{args.mech or 'auto'}]", flush=True)
     return 0
 
 

@@ -95,7 +95,8 @@ async fn every_sasl_mechanism_logs_in() {
 }
 
 #[tokio::test]
-async fn plus_is_not_offered_on_tls12_and_downgrade_is_detected() {
+async fn plus_is_not_offered_on_tls12_and_downgrade_policy() {
+    use rookery_e2e::scram::Binding;
     let s = TestServer::start().await;
     s.add_user("alice", "pw").await;
     let mut c = RawClient::connect(s.addr()).await;
@@ -109,21 +110,26 @@ async fn plus_is_not_offered_on_tls12_and_downgrade_is_detected() {
     );
     c.auth_scram("SCRAM-SHA-256", "alice", "pw").await.unwrap();
 
-    // On TLS 1.3 the server offers -PLUS: a client claiming 'y' (it thinks the
-    // server cannot bind) has been downgraded and must fail (RFC 5802 §6).
+    // By default a client sending 'y' next to offered -PLUS mechanisms (as
+    // slixmpp 1.8 does) is let in, like one sending 'n'.
+    let mut c = RawClient::connect(s.addr()).await;
+    c.open("localhost").await;
+    c.starttls("localhost").await;
+    c.auth_scram_with("SCRAM-SHA-256", "alice", "pw", Binding::SupportedNotUsed)
+        .await
+        .unwrap();
+
+    // With the strict policy, 'y' while -PLUS was offered is a downgrade
+    // and fails (RFC 5802 §6); 'n' is fine.
+    let s = TestServer::start_with(|c| c.c2s.reject_channel_binding_downgrade = true).await;
+    s.add_user("alice", "pw").await;
     let mut c = RawClient::connect(s.addr()).await;
     c.open("localhost").await;
     c.starttls("localhost").await;
     let downgraded = c
-        .auth_scram_with(
-            "SCRAM-SHA-256",
-            "alice",
-            "pw",
-            rookery_e2e::scram::Binding::SupportedNotUsed,
-        )
+        .auth_scram_with("SCRAM-SHA-256", "alice", "pw", Binding::SupportedNotUsed)
         .await;
     assert_eq!(downgraded, Err("not-authorized".into()));
-    // A client without channel binding ('n') is fine.
     c.auth_scram("SCRAM-SHA-256", "alice", "pw").await.unwrap();
 }
 

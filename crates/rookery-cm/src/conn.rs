@@ -112,6 +112,8 @@ struct Conn {
     jid: Option<Jid>,
     auth_failures: u32,
     bind_failures: u32,
+    /// An account was registered in-band on this stream (XEP-0077 §3.1.1).
+    registered: bool,
     ping_pending: Option<String>,
 }
 
@@ -136,6 +138,7 @@ pub(crate) async fn run(c2s: Arc<C2s>, tcp: TcpStream, peer: SocketAddr, direct_
         jid: None,
         auth_failures: 0,
         bind_failures: 0,
+        registered: false,
         ping_pending: None,
     };
     let end = conn.drive(tcp, direct_tls).await;
@@ -379,6 +382,10 @@ impl Conn {
                 mechs.push_child(Element::new_static("mechanism", ns::SASL).with_text(m.name()));
             }
             f.push_child(mechs);
+            if self.c2s.registration.enabled {
+                // XEP-0077 §4: the registration stream feature.
+                f.push_child(Element::new_static("register", ns::REGISTER_FEATURE));
+            }
             if exporter.is_some() {
                 // XEP-0440 §3: the channel-binding types we support.
                 f.push_child(
@@ -442,6 +449,21 @@ impl Conn {
                     }
                     continue;
                 }
+                if self.user.is_none()
+                    && (tls || !self.c2s.config.require_tls)
+                    && el.name() == "iq"
+                    && el.child("query", ns::REGISTER).is_some()
+                {
+                    let reply = crate::register::handle(
+                        &self.c2s,
+                        self.peer.ip(),
+                        &el,
+                        &mut self.registered,
+                    )
+                    .await;
+                    self.send(&reply).await?;
+                    continue;
+                }
                 if StanzaKind::of(&el).is_some() {
                     if self.user.is_none() {
                         // RFC 6120 §4.3.5 (stanzas before authentication).
@@ -501,7 +523,8 @@ impl Conn {
             self.send(&sasl_failure("invalid-mechanism")).await?;
             return Ok(false);
         };
-        let mut server = SaslServer::new(mech, exporter);
+        let mut server = SaslServer::new(mech, exporter)
+            .reject_downgrade(self.c2s.config.reject_channel_binding_downgrade);
         let mut input = match decode_b64(&auth.text()) {
             Some(v) => v,
             None => return self.sasl_failed(mech, "incorrect-encoding").await,
@@ -703,6 +726,10 @@ impl Conn {
                     if changed.is_ok()
                         && let Some(e) = close_rx.borrow_and_update().clone()
                     {
+                        // What was queued before the close goes out first.
+                        while let Ok(el) = rx.try_recv() {
+                            self.push(&el);
+                        }
                         return Err(End::Stream(e));
                     }
                 }

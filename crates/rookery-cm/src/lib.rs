@@ -12,6 +12,7 @@
 
 mod conn;
 mod io;
+mod register;
 mod throttle;
 pub mod tls;
 
@@ -42,6 +43,11 @@ pub struct C2sConfig {
     pub require_tls: bool,
     /// Offer SASL PLAIN (always only inside TLS, RFC 6120 §13.8.3).
     pub allow_plain: bool,
+    /// Refuse a SCRAM client that sends the `y` channel-binding flag while
+    /// -PLUS was offered (RFC 5802 §6 downgrade detection). Off by default:
+    /// deployed clients (slixmpp 1.8) send `y` when they support only a
+    /// binding type the server does not offer; see docs/decisions/0003-sasl.md.
+    pub reject_channel_binding_downgrade: bool,
     /// Maximum bytes of one stanza (RFC 6120 §13.12: at least 10,000).
     pub max_stanza_bytes: usize,
     /// Maximum XML nesting depth of a stanza.
@@ -84,6 +90,7 @@ impl Default for C2sConfig {
             direct_tls_listen: vec![SocketAddr::from(([0, 0, 0, 0], 5223))],
             require_tls: true,
             allow_plain: true,
+            reject_channel_binding_downgrade: false,
             max_stanza_bytes: 256 * 1024,
             max_depth: 48,
             max_attrs: 64,
@@ -113,6 +120,26 @@ impl C2sConfig {
     }
 }
 
+/// `[registration]`: XEP-0077 in-band registration of new accounts, before
+/// authentication. Off by default: open registration invites spam accounts.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// Allow clients to create accounts in-band.
+    pub enabled: bool,
+    /// Seconds between two accounts created from the same IP address.
+    pub min_interval_secs: u64,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        RegistrationConfig {
+            enabled: false,
+            min_interval_secs: 60,
+        }
+    }
+}
+
 /// Everything a client connection needs, shared by all of them.
 pub struct C2s {
     pub(crate) domain: String,
@@ -122,6 +149,10 @@ pub struct C2s {
     pub(crate) users: Arc<dyn UserStore>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) throttle: AuthThrottle,
+    pub(crate) registration: RegistrationConfig,
+    pub(crate) registrations:
+        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, std::time::Instant>>,
+    pub(crate) scram_iterations: u32,
     limit: Arc<Semaphore>,
     shutdown: watch::Receiver<bool>,
 }
@@ -136,9 +167,12 @@ impl std::fmt::Debug for C2s {
 
 impl C2s {
     /// Builds the c2s service. `shutdown` flips to `true` when the server stops.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         domain: &str,
         config: C2sConfig,
+        registration: RegistrationConfig,
+        scram_iterations: u32,
         tls: Arc<rustls::ServerConfig>,
         sessions: Arc<dyn SessionService>,
         users: Arc<dyn UserStore>,
@@ -158,6 +192,9 @@ impl C2s {
             users,
             metrics,
             throttle,
+            registration,
+            registrations: Default::default(),
+            scram_iterations,
             shutdown,
         })
     }

@@ -265,6 +265,8 @@ enum ServerState {
 pub struct SaslServer {
     mechanism: Mechanism,
     tls_exporter: Option<Vec<u8>>,
+    /// Refuse the `y` flag when -PLUS was offered (RFC 5802 §6).
+    reject_downgrade: bool,
     state: ServerState,
 }
 
@@ -292,8 +294,21 @@ impl SaslServer {
         SaslServer {
             mechanism,
             tls_exporter,
+            reject_downgrade: true,
             state: ServerState::Initial { challenged: false },
         }
+    }
+
+    /// Whether a non-PLUS SCRAM client sending the `y` flag is refused while
+    /// -PLUS was offered (the default, RFC 5802 §6). With `false`, `y` is
+    /// treated like `n`: some deployed clients (slixmpp 1.8) send `y` when
+    /// they support a binding type the server did not advertise, which
+    /// XEP-0440 says they should answer with `n`. See
+    /// `docs/decisions/0003-sasl.md`.
+    #[must_use]
+    pub fn reject_downgrade(mut self, reject: bool) -> SaslServer {
+        self.reject_downgrade = reject;
+        self
     }
 
     /// The mechanism of this exchange.
@@ -353,11 +368,16 @@ impl SaslServer {
             authid: first.username_raw.clone(),
             check: Check::Scram(keys),
         };
-        let mut exchange =
-            match RsaslExchange::start(self.mechanism, self.tls_exporter.clone(), callback) {
-                Ok(exchange) => exchange,
-                Err(failure) => return Step::Failure(failure),
-            };
+        // A tolerated `y` runs rsasl without the -PLUS mechanisms, so that
+        // its own downgrade check does not fire.
+        let binding = match first.cbind {
+            CbindFlag::ClientOnly if !self.reject_downgrade => None,
+            _ => self.tls_exporter.clone(),
+        };
+        let mut exchange = match RsaslExchange::start(self.mechanism, binding, callback) {
+            Ok(exchange) => exchange,
+            Err(failure) => return Step::Failure(failure),
+        };
         let server_first = match exchange.step(input) {
             Ok((out, false)) => out,
             Ok((_, true)) => return Step::Failure(Failure::NotAuthorized),
@@ -401,7 +421,7 @@ impl SaslServer {
         } else {
             match flag {
                 CbindFlag::NotSupported => Ok(()),
-                CbindFlag::ClientOnly if !plus_offered => Ok(()),
+                CbindFlag::ClientOnly if !plus_offered || !self.reject_downgrade => Ok(()),
                 CbindFlag::ClientOnly | CbindFlag::Required(_) => Err(Failure::NotAuthorized),
             }
         }

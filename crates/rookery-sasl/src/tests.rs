@@ -1205,3 +1205,31 @@ fn server_is_send() {
     assert_send(&server);
     assert_send(&server.step(b"", &store));
 }
+
+#[tokio::test]
+async fn tolerated_y_flag_logs_in_and_wrong_password_still_fails() {
+    let store = MemStore::with_user("juliet", "r0m30");
+    for mechanism in [
+        Mechanism::ScramSha1,
+        Mechanism::ScramSha256,
+        Mechanism::ScramSha512,
+    ] {
+        let hash = mechanism.scram_hash().unwrap();
+        let mut client = ScramClient::new(hash, "y,,", "juliet", "r0m30", "abc");
+        let mut server =
+            SaslServer::new(mechanism, Some(EXPORTER.to_vec())).reject_downgrade(false);
+        let server_first = challenge(server.step(&client.first(), &store).await);
+        let step = server.step(&client.last(&server_first), &store).await;
+        assert!(
+            matches!(step, Step::Success { .. }),
+            "{mechanism}: {step:?}"
+        );
+
+        let mut client = ScramClient::new(hash, "y,,", "juliet", "wrong", "abc");
+        let mut server =
+            SaslServer::new(mechanism, Some(EXPORTER.to_vec())).reject_downgrade(false);
+        let server_first = challenge(server.step(&client.first(), &store).await);
+        let step = server.step(&client.last(&server_first), &store).await;
+        assert_eq!(failure(step), Failure::NotAuthorized, "{mechanism}");
+    }
+}

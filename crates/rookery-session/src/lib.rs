@@ -86,6 +86,7 @@ impl LocalSessions {
         domain: &str,
         config: SessionConfig,
         modules: ModulesConfig,
+        scram_iterations: u32,
         users: Arc<dyn UserStore>,
         metrics: Arc<Metrics>,
     ) -> Arc<LocalSessions> {
@@ -94,10 +95,34 @@ impl LocalSessions {
             config,
             users,
             metrics,
-            modules: Modules::new(modules),
+            modules: Modules::new(modules, scram_iterations),
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: Default::default(),
         })
+    }
+
+    /// The served domain.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// The account store.
+    pub fn users(&self) -> &dyn UserStore {
+        self.users.as_ref()
+    }
+
+    /// Closes every session of an account with a stream error.
+    pub fn close_account(&self, bare: &Jid, error: StreamError) {
+        let links: Vec<Arc<dyn ClientLink>> = match self.shard(bare).read() {
+            Ok(m) => m
+                .get(bare)
+                .map(|rs| rs.iter().map(|r| r.link.clone()).collect())
+                .unwrap_or_default(),
+            Err(_) => return,
+        };
+        for l in links {
+            l.close(error.clone());
+        }
     }
 
     /// The server modules (for disco and docs).
@@ -230,18 +255,24 @@ impl LocalSessions {
     }
 
     /// Handles an iq addressed to the server, or to an account on its behalf.
-    fn server_iq(&self, from: &Jid, stanza: &Stanza) {
+    async fn server_iq(&self, from: &Jid, stanza: &Stanza) {
         if !stanza.is_iq_request() {
             // Results and errors to the server: nothing is waiting for them here.
             return;
         }
         let target = stanza.to().cloned();
-        let result = self
+        let (result, after) = self
             .modules
-            .handle_iq(&self.domain, target.as_ref(), stanza);
+            .handle_iq(self, from, target.as_ref(), stanza)
+            .await;
         match result {
             Ok(payload) => self.reply(from, stanza.iq_result(payload)),
             Err(e) => self.reply_error(from, stanza, e),
+        }
+        for action in after {
+            match action {
+                modules::After::CloseAccount(bare, err) => self.close_account(&bare, err),
+            }
         }
     }
 
@@ -287,7 +318,7 @@ impl LocalSessions {
                 // §10.5.3.2... RFC 6120 §10.3.3/§10.5: the server answers iqs to an
                 // account's bare JID on the account's behalf.
                 match self.account_exists(&bare).await {
-                    Ok(true) => self.server_iq(from, &stanza),
+                    Ok(true) => self.server_iq(from, &stanza).await,
                     Ok(false) => {
                         self.reply_error(from, &stanza, StanzaError::service_unavailable())
                     }
@@ -416,7 +447,7 @@ impl SessionService for LocalSessions {
                 // RFC 6120 §10.3: no 'to' means the account itself.
                 match stanza.kind() {
                     StanzaKind::Presence => self.own_presence(from, &stanza),
-                    StanzaKind::Iq => self.server_iq(from, &stanza),
+                    StanzaKind::Iq => self.server_iq(from, &stanza).await,
                     StanzaKind::Message => {
                         self.route_local(from, stanza.clone(), from.to_bare()).await
                     }
@@ -427,7 +458,7 @@ impl SessionService for LocalSessions {
         };
         if to.node().is_none() && self.is_local_domain(&to) {
             match stanza.kind() {
-                StanzaKind::Iq => self.server_iq(from, &stanza),
+                StanzaKind::Iq => self.server_iq(from, &stanza).await,
                 // RFC 6120 §10.4: messages and presence to the server itself
                 // have nobody to read them.
                 StanzaKind::Message | StanzaKind::Presence => {}

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use rookery_cm::C2sConfig;
+use rookery_cm::{C2sConfig, RegistrationConfig};
 use rookery_session::SessionConfig;
 use rookery_session::modules::ModulesConfig;
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// `[c2s]`
     pub c2s: C2sConfig,
+    /// `[registration]`
+    pub registration: RegistrationConfig,
     /// `[session]`
     pub session: SessionConfig,
     /// `[modules]`

@@ -112,6 +112,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         &domain,
         config.session.clone(),
         config.modules.clone(),
+        config.server.scram_iterations,
         users.clone(),
         metrics.clone(),
     );
@@ -131,6 +132,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let c2s = C2s::new(
         &domain,
         config.c2s.clone(),
+        config.registration.clone(),
+        config.server.scram_iterations,
         tls,
         sessions.clone(),
         users,

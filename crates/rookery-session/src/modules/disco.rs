@@ -9,6 +9,7 @@ use super::{IqContext, IqResult, Module, Spec};
 #[derive(Debug)]
 pub(crate) struct Disco;
 
+#[async_trait::async_trait]
 impl Module for Disco {
     fn specs(&self) -> &'static [Spec] {
         &[Spec {
@@ -20,7 +21,12 @@ impl Module for Disco {
     fn features(&self) -> &'static [&'static str] {
         &[ns::DISCO_INFO, ns::DISCO_ITEMS]
     }
-    fn handle_iq(&self, ctx: &IqContext<'_>, stanza: &Stanza, p: &Element) -> Option<IqResult> {
+    async fn handle_iq(
+        &self,
+        ctx: &IqContext<'_>,
+        stanza: &Stanza,
+        p: &Element,
+    ) -> Option<IqResult> {
         let info = p.is("query", ns::DISCO_INFO);
         if !info && !p.is("query", ns::DISCO_ITEMS) {
             return None;

@@ -3,10 +3,13 @@
 
 mod disco;
 mod ping;
+mod register;
 mod time;
 mod version;
 
 use rookery_core::{Jid, Stanza, StanzaError};
+
+use crate::LocalSessions;
 use rookery_xml::Element;
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +29,7 @@ pub struct Spec {
 pub type IqResult = Result<Option<Element>, StanzaError>;
 
 /// A server module.
+#[async_trait::async_trait]
 pub trait Module: Send + Sync + std::fmt::Debug {
     /// The specifications implemented.
     fn specs(&self) -> &'static [Spec];
@@ -34,7 +38,7 @@ pub trait Module: Send + Sync + std::fmt::Debug {
     /// Handles an iq get/set addressed to the server (`to` is `None`, the
     /// domain) or to an account (`to` is its bare JID, answered on its
     /// behalf). `None` if this module does not handle the payload.
-    fn handle_iq(
+    async fn handle_iq(
         &self,
         ctx: &IqContext<'_>,
         stanza: &Stanza,
@@ -51,6 +55,27 @@ pub struct IqContext<'a> {
     pub account: Option<&'a Jid>,
     /// Every feature of every module (for disco#info).
     pub features: &'a [&'static str],
+    /// The session that sent the iq.
+    pub from: &'a Jid,
+    /// The session service (accounts, other sessions).
+    pub sessions: &'a LocalSessions,
+    after: std::sync::Mutex<Vec<After>>,
+}
+
+/// Something to do once the iq's answer has been queued.
+#[derive(Debug)]
+pub enum After {
+    /// Close every session of an account with this stream error.
+    CloseAccount(Jid, rookery_core::StreamError),
+}
+
+impl IqContext<'_> {
+    /// Runs `action` after the answer to this iq is queued for the sender.
+    pub fn after_reply(&self, action: After) {
+        if let Ok(mut v) = self.after.lock() {
+            v.push(action);
+        }
+    }
 }
 
 /// `[modules]` section of the configuration.
@@ -62,6 +87,10 @@ pub struct ModulesConfig {
     /// XEP-0092: include the operating system in the answer (off by default,
     /// as XEP-0092 §6 advises for privacy).
     pub version_os: bool,
+    /// XEP-0077 §3.3: let users change their password in-band.
+    pub password_change: bool,
+    /// XEP-0077 §3.2: let users delete their account in-band.
+    pub account_removal: bool,
 }
 
 impl Default for ModulesConfig {
@@ -69,6 +98,8 @@ impl Default for ModulesConfig {
         ModulesConfig {
             version: true,
             version_os: false,
+            password_change: true,
+            account_removal: true,
         }
     }
 }
@@ -82,7 +113,7 @@ pub struct Modules {
 
 impl Modules {
     /// Builds the module list from config.
-    pub fn new(config: ModulesConfig) -> Modules {
+    pub fn new(config: ModulesConfig, iterations: u32) -> Modules {
         let mut modules: Vec<Box<dyn Module>> = vec![
             Box::new(disco::Disco),
             Box::new(ping::Ping),
@@ -91,6 +122,13 @@ impl Modules {
         if config.version {
             modules.push(Box::new(version::Version {
                 os: config.version_os,
+            }));
+        }
+        if config.password_change || config.account_removal {
+            modules.push(Box::new(register::Register {
+                password_change: config.password_change,
+                removal: config.account_removal,
+                iterations,
             }));
         }
         let mut features: Vec<&'static str> = modules
@@ -117,30 +155,48 @@ impl Modules {
 
     /// Dispatches an iq request to the module that handles its payload;
     /// `service-unavailable` if none does (RFC 6120 §8.4).
-    pub fn handle_iq(&self, domain: &str, to: Option<&Jid>, stanza: &Stanza) -> IqResult {
+    pub async fn handle_iq(
+        &self,
+        sessions: &LocalSessions,
+        from: &Jid,
+        to: Option<&Jid>,
+        stanza: &Stanza,
+    ) -> (IqResult, Vec<After>) {
         let Some(payload) = stanza.element().first_child() else {
-            return Err(StanzaError::bad_request("iq without payload"));
+            return (
+                Err(StanzaError::bad_request("iq without payload")),
+                Vec::new(),
+            );
         };
         let account = to.filter(|j| j.node().is_some());
         let ctx = IqContext {
-            domain,
+            domain: sessions.domain(),
             account: account.map(|j| j as &Jid),
             features: &self.features,
+            from,
+            sessions,
+            after: std::sync::Mutex::new(Vec::new()),
         };
         for m in &self.modules {
-            if let Some(r) = m.handle_iq(&ctx, stanza, payload) {
-                return r;
+            if let Some(r) = m.handle_iq(&ctx, stanza, payload).await {
+                let after = ctx.after.into_inner().unwrap_or_default();
+                return (r, after);
             }
         }
-        Err(StanzaError::service_unavailable())
+        (Err(StanzaError::service_unavailable()), Vec::new())
     }
 }
 
 /// Every module that exists, enabled or not (for docs/xeps.md).
 pub fn all_specs() -> Vec<Spec> {
-    Modules::new(ModulesConfig {
-        version: true,
-        version_os: true,
-    })
+    Modules::new(
+        ModulesConfig {
+            version: true,
+            version_os: true,
+            password_change: true,
+            account_removal: true,
+        },
+        4096,
+    )
     .specs()
 }

@@ -10,6 +10,7 @@ use super::{IqContext, IqResult, Module, Spec};
 #[derive(Debug)]
 pub(crate) struct Ping;
 
+#[async_trait::async_trait]
 impl Module for Ping {
     fn specs(&self) -> &'static [Spec] {
         &[Spec {
@@ -21,7 +22,12 @@ impl Module for Ping {
     fn features(&self) -> &'static [&'static str] {
         &[ns::PING]
     }
-    fn handle_iq(&self, _ctx: &IqContext<'_>, stanza: &Stanza, p: &Element) -> Option<IqResult> {
+    async fn handle_iq(
+        &self,
+        _ctx: &IqContext<'_>,
+        stanza: &Stanza,
+        p: &Element,
+    ) -> Option<IqResult> {
         if !p.is("ping", ns::PING) {
             return None;
         }

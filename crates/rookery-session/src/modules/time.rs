@@ -17,6 +17,7 @@ pub(crate) fn xep0082_now() -> String {
     OffsetDateTime::now_utc().format(fmt).unwrap_or_default()
 }
 
+#[async_trait::async_trait]
 impl Module for EntityTime {
     fn specs(&self) -> &'static [Spec] {
         &[Spec {
@@ -28,7 +29,12 @@ impl Module for EntityTime {
     fn features(&self) -> &'static [&'static str] {
         &[ns::TIME]
     }
-    fn handle_iq(&self, ctx: &IqContext<'_>, stanza: &Stanza, p: &Element) -> Option<IqResult> {
+    async fn handle_iq(
+        &self,
+        ctx: &IqContext<'_>,
+        stanza: &Stanza,
+        p: &Element,
+    ) -> Option<IqResult> {
         if !p.is("time", ns::TIME) {
             return None;
         }

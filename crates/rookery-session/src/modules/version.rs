@@ -10,6 +10,7 @@ pub(crate) struct Version {
     pub(crate) os: bool,
 }
 
+#[async_trait::async_trait]
 impl Module for Version {
     fn specs(&self) -> &'static [Spec] {
         &[Spec {
@@ -21,7 +22,12 @@ impl Module for Version {
     fn features(&self) -> &'static [&'static str] {
         &[ns::VERSION]
     }
-    fn handle_iq(&self, ctx: &IqContext<'_>, stanza: &Stanza, p: &Element) -> Option<IqResult> {
+    async fn handle_iq(
+        &self,
+        ctx: &IqContext<'_>,
+        stanza: &Stanza,
+        p: &Element,
+    ) -> Option<IqResult> {
         if !p.is("query", ns::VERSION) {
             return None;
         }
