@@ -564,10 +564,10 @@ impl Conn {
                         return self.sasl_failed(mech, "not-authorized").await;
                     };
                     // RFC 6120 §6.4.6: an authzid must be the account itself.
-                    if let Some(z) = authzid.as_deref().filter(|z| !z.is_empty()) {
-                        if Jid::parse(z).ok().as_ref() != Some(&user) {
-                            return self.sasl_failed(mech, "invalid-authzid").await;
-                        }
+                    if let Some(z) = authzid.as_deref().filter(|z| !z.is_empty())
+                        && Jid::parse(z).ok().as_ref() != Some(&user)
+                    {
+                        return self.sasl_failed(mech, "invalid-authzid").await;
                     }
                     let mut ok = Element::new_static("success", ns::SASL);
                     if let Some(d) = additional_data {

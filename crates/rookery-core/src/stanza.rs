@@ -66,6 +66,9 @@ impl Stanza {
 
     /// Parses the addresses of an element (RFC 6120 §8.1.1, §8.1.2).
     /// A malformed address is a `jid-malformed` stanza error (§8.3.3.8).
+    // The element comes back with the error so that the caller can answer it
+    // without a copy; this is the cold path.
+    #[allow(clippy::result_large_err)]
     pub fn parse(el: Element) -> Result<Stanza, (Element, StanzaError)> {
         let Some(kind) = StanzaKind::of(&el) else {
             return Err((el, StanzaError::bad_request("not a stanza")));

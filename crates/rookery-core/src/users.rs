@@ -63,6 +63,7 @@ macro_rules! user_store_conformance {
 
 /// The body of [`user_store_conformance!`].
 #[cfg(feature = "test-util")]
+#[allow(clippy::unwrap_used)]
 pub mod conformance {
     use super::*;
 

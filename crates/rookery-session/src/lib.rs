@@ -8,7 +8,7 @@
 pub mod modules;
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -131,9 +131,7 @@ impl LocalSessions {
     }
 
     fn shard(&self, bare: &Jid) -> &Shard {
-        let mut h = self.hasher.build_hasher();
-        bare.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+        &self.shards[(self.hasher.hash_one(bare) as usize) % SHARDS]
     }
 
     /// Number of bound sessions.
