@@ -206,14 +206,20 @@ mod tests {
     /// docs/xeps.md lists every specification a module declares, with its version.
     #[test]
     fn xeps_doc_lists_every_module_spec() {
-        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/xeps.md"))
-            .expect("docs/xeps.md");
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/xeps.md"))
+                .expect("docs/xeps.md");
         for spec in super::all_specs() {
             let row = doc
                 .lines()
                 .find(|l| l.starts_with(&format!("| {} ", spec.id)))
                 .unwrap_or_else(|| panic!("{} missing from docs/xeps.md", spec.id));
-            assert!(row.contains(&format!("| {} |", spec.version)), "{}: version {} not in {row}", spec.id, spec.version);
+            assert!(
+                row.contains(&format!("| {} |", spec.version)),
+                "{}: version {} not in {row}",
+                spec.id,
+                spec.version
+            );
         }
     }
 }
