@@ -123,6 +123,9 @@ pub struct Parser {
     scopes: Vec<(Box<str>, Cow<'static, str>)>,
 }
 
+/// UTF-8 encoding of U+FEFF.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Buffers with more spare capacity than this are released once drained.
 const KEEP_CAPACITY: usize = 4096;
 
@@ -274,6 +277,19 @@ impl Parser {
     }
 
     fn run(&mut self, buf: &[u8]) -> Result<Option<StreamEvent>, XmlError> {
+        // quick-xml drops a byte-order mark at the start of its input without
+        // counting it. Each call starts a new reader mid-stream, so a U+FEFF
+        // that happens to start the unconsumed bytes is handled here: at the
+        // very start of a stream it is the BOM (RFC 6120 §11.6 allows it),
+        // anywhere else it is character data.
+        while buf[self.pos..].starts_with(BOM) {
+            if self.consumed == 0 && self.header.is_none() && self.stack.is_empty() {
+                self.advance(BOM.len());
+                continue;
+            }
+            self.text(BOM)?;
+            self.advance(BOM.len());
+        }
         let slice = &buf[self.pos..];
         if slice.is_empty() {
             return Ok(None);
@@ -399,7 +415,13 @@ impl Parser {
             SyntaxError::UnclosedComment => Err(XmlError::RestrictedXml("comment")),
             SyntaxError::UnclosedDoctype => Err(XmlError::RestrictedXml("DTD")),
             SyntaxError::UnclosedPIOrXmlDecl => {
-                if self.decl_allowed && starts(b"<?xml ") {
+                // `<?xml` followed by whitespace or `?` (or not yet followed by
+                // anything) may still become the XML declaration.
+                let decl = starts(b"<?xml")
+                    && rest
+                        .get(5)
+                        .is_none_or(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'?'));
+                if self.decl_allowed && decl {
                     Ok(None)
                 } else {
                     Err(XmlError::RestrictedXml("processing instruction"))
@@ -507,6 +529,11 @@ impl Parser {
                 },
             };
             let value = unescape_attr(&value)?;
+            // Namespaces in XML §6.3: no two attributes with the same local
+            // name and namespace, whatever their prefixes.
+            if attrs.iter().any(|a: &Attr| &*a.name == l && a.ns == ans) {
+                return Err(XmlError::NotWellFormed(format!("duplicate attribute {l}")));
+            }
             attrs.push(Attr {
                 name: l.into(),
                 ns: ans,
@@ -572,11 +599,13 @@ fn bad_utf8() -> XmlError {
 
 fn split_qname(q: &[u8]) -> Result<(&str, &str), XmlError> {
     let q = std::str::from_utf8(q).map_err(|_| bad_utf8())?;
-    let (p, l) = match q.split_once(':') {
-        Some((p, l)) => (p, l),
-        None => ("", q),
+    let (p, l, prefixed) = match q.split_once(':') {
+        Some((p, l)) => (p, l, true),
+        None => ("", q, false),
     };
-    if !is_name(l) || (!p.is_empty() && !is_name(p)) || q.matches(':').count() > 1 {
+    // A colon always introduces a non-empty prefix (Namespaces in XML §3):
+    // `:from` must not pass for `from`.
+    if !is_name(l) || (prefixed && !is_name(p)) || q.matches(':').count() > 1 {
         return Err(XmlError::NotWellFormed(format!("invalid name {q:?}")));
     }
     Ok((p, l))

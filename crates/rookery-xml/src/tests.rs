@@ -284,3 +284,59 @@ fn cdata_and_whitespace_keepalives() {
         "<message><body>&lt;b&gt;&amp;</body></message>"
     );
 }
+
+/// Found by fuzzing: a U+FEFF at the start of a read was dropped by a fresh
+/// quick-xml reader and the following bytes parsed twice.
+#[test]
+fn bom_inside_text_across_reads() {
+    let whole = with_header("<message><body>\u{FEFF}abc</body></message>");
+    let expect = events(whole.as_bytes(), usize::MAX).unwrap();
+    let StreamEvent::Stanza(m) = &expect[1] else { panic!() };
+    assert_eq!(m.child("body", ns::CLIENT).unwrap().text(), "\u{FEFF}abc");
+    let mut p = Parser::new(Limits::default());
+    let mut got = Vec::new();
+    for part in [with_header("<message><body>"), "\u{FEFF}abc</body></message>".to_owned()] {
+        p.feed(part.as_bytes()).unwrap();
+        while let Some(ev) = p.next_event().unwrap() {
+            got.push(ev);
+        }
+    }
+    assert_eq!(got, expect);
+    for chunk in 1..8 {
+        assert_eq!(events(whole.as_bytes(), chunk).unwrap(), expect, "chunk {chunk}");
+    }
+    // Between stanzas it is character data, which is not allowed there.
+    let mut p = Parser::new(Limits::default());
+    p.feed(with_header("").as_bytes()).unwrap();
+    p.next_event().unwrap();
+    p.feed("\u{FEFF}<message/>".as_bytes()).unwrap();
+    assert!(matches!(p.next_event(), Err(XmlError::NotWellFormed(_))));
+    // At the start of the stream it is a byte-order mark.
+    let bom = format!("\u{FEFF}{}", with_header("<message/>"));
+    assert_eq!(events(bom.as_bytes(), 1).unwrap().len(), 2);
+}
+
+/// Found by fuzzing: `<?xml` split before a newline was refused.
+#[test]
+fn xml_declaration_split_anywhere() {
+    let xml = "<?xml\nversion='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+    for chunk in 1..12 {
+        assert_eq!(events(xml.as_bytes(), chunk).unwrap().len(), 1, "chunk {chunk}");
+    }
+    assert!(events(b"<?xmlfoo?>", 3).is_err());
+}
+
+/// Found by fuzzing: `:name` passed for `name`, so a forwarded stanza could
+/// carry two `from` attributes or a second `xmlns`.
+#[test]
+fn empty_prefix_and_duplicate_resolved_attributes() {
+    for body in [
+        "<message from='a' :from='admin@example.com'/>",
+        "<message><x xmlns='urn:a' :xmlns='urn:evil'/></message>",
+        "<:message/>",
+        "<message xmlns:p='urn:x' xmlns:q='urn:x' p:a='1' q:a='2'/>",
+    ] {
+        let e = err(&with_header(body));
+        assert!(matches!(e, XmlError::NotWellFormed(_)), "{body}: {e:?}");
+    }
+}
