@@ -291,11 +291,16 @@ fn cdata_and_whitespace_keepalives() {
 fn bom_inside_text_across_reads() {
     let whole = with_header("<message><body>\u{FEFF}abc</body></message>");
     let expect = events(whole.as_bytes(), usize::MAX).unwrap();
-    let StreamEvent::Stanza(m) = &expect[1] else { panic!() };
+    let StreamEvent::Stanza(m) = &expect[1] else {
+        panic!()
+    };
     assert_eq!(m.child("body", ns::CLIENT).unwrap().text(), "\u{FEFF}abc");
     let mut p = Parser::new(Limits::default());
     let mut got = Vec::new();
-    for part in [with_header("<message><body>"), "\u{FEFF}abc</body></message>".to_owned()] {
+    for part in [
+        with_header("<message><body>"),
+        "\u{FEFF}abc</body></message>".to_owned(),
+    ] {
         p.feed(part.as_bytes()).unwrap();
         while let Some(ev) = p.next_event().unwrap() {
             got.push(ev);
@@ -303,7 +308,11 @@ fn bom_inside_text_across_reads() {
     }
     assert_eq!(got, expect);
     for chunk in 1..8 {
-        assert_eq!(events(whole.as_bytes(), chunk).unwrap(), expect, "chunk {chunk}");
+        assert_eq!(
+            events(whole.as_bytes(), chunk).unwrap(),
+            expect,
+            "chunk {chunk}"
+        );
     }
     // Between stanzas it is character data, which is not allowed there.
     let mut p = Parser::new(Limits::default());
@@ -321,7 +330,11 @@ fn bom_inside_text_across_reads() {
 fn xml_declaration_split_anywhere() {
     let xml = "<?xml\nversion='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
     for chunk in 1..12 {
-        assert_eq!(events(xml.as_bytes(), chunk).unwrap().len(), 1, "chunk {chunk}");
+        assert_eq!(
+            events(xml.as_bytes(), chunk).unwrap().len(),
+            1,
+            "chunk {chunk}"
+        );
     }
     assert!(events(b"<?xmlfoo?>", 3).is_err());
 }
