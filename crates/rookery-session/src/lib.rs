@@ -68,12 +68,20 @@ type Shard = RwLock<HashMap<Jid, Vec<Resource>>>;
 
 const SHARDS: usize = 64;
 
+/// The storage traits the session features use, one per feature; each has
+/// an embedded implementation in `rookery-store`.
+#[derive(Clone, Debug)]
+pub struct Stores {
+    /// Accounts and credentials.
+    pub users: Arc<dyn UserStore>,
+}
+
 /// In-process session service.
 #[derive(Debug)]
 pub struct LocalSessions {
     domain: String,
     config: SessionConfig,
-    users: Arc<dyn UserStore>,
+    stores: Stores,
     metrics: Arc<Metrics>,
     modules: Modules,
     shards: Vec<Shard>,
@@ -87,13 +95,13 @@ impl LocalSessions {
         config: SessionConfig,
         modules: ModulesConfig,
         scram_iterations: u32,
-        users: Arc<dyn UserStore>,
+        stores: Stores,
         metrics: Arc<Metrics>,
     ) -> Arc<LocalSessions> {
         Arc::new(LocalSessions {
             domain: domain.to_owned(),
             config,
-            users,
+            stores,
             metrics,
             modules: Modules::new(modules, scram_iterations),
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
@@ -108,7 +116,12 @@ impl LocalSessions {
 
     /// The account store.
     pub fn users(&self) -> &dyn UserStore {
-        self.users.as_ref()
+        self.stores.users.as_ref()
+    }
+
+    /// Every store.
+    pub fn stores(&self) -> &Stores {
+        &self.stores
     }
 
     /// Closes every session of an account with a stream error.
@@ -275,7 +288,7 @@ impl LocalSessions {
     }
 
     async fn account_exists(&self, bare: &Jid) -> Result<bool, StanzaError> {
-        self.users.exists(bare.as_str()).await.map_err(|e| {
+        self.stores.users.exists(bare.as_str()).await.map_err(|e| {
             warn!(error = %e, "user store unavailable");
             StanzaError::internal_server_error()
         })

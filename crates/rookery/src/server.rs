@@ -11,7 +11,7 @@ use rookery_cm::C2s;
 use rookery_cm::tls::{CertSource, server_config};
 use rookery_core::UserStore;
 use rookery_core::metrics::Metrics;
-use rookery_session::LocalSessions;
+use rookery_session::{LocalSessions, Stores};
 use rookery_store::SqliteStore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -113,7 +113,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.session.clone(),
         config.modules.clone(),
         config.server.scram_iterations,
-        users.clone(),
+        Stores {
+            users: users.clone(),
+        },
         metrics.clone(),
     );
     let cert = match (&config.tls.cert, &config.tls.key) {
