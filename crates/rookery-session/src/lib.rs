@@ -6,6 +6,7 @@
 //! that routing lookups on different users do not contend.
 
 pub mod modules;
+pub mod roster;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -43,6 +44,23 @@ pub struct SessionConfig {
     pub resource_conflict: ConflictPolicy,
     /// Maximum resources bound at once per account (RFC 6120 §7.6.2.1).
     pub max_resources: usize,
+    /// Maximum items in one roster; more get `<policy-violation/>`.
+    pub roster_max_items: usize,
+    /// Maximum bytes of a roster item's name (RFC 6121 §2.3.3).
+    pub roster_max_name_bytes: usize,
+    /// Maximum bytes of a roster group name (RFC 6121 §2.3.3).
+    pub roster_max_group_bytes: usize,
+}
+
+impl SessionConfig {
+    /// The roster limits of this configuration.
+    pub fn roster_limits(&self) -> roster::RosterLimits {
+        roster::RosterLimits {
+            max_items: self.roster_max_items,
+            max_name_bytes: self.roster_max_name_bytes,
+            max_group_bytes: self.roster_max_group_bytes,
+        }
+    }
 }
 
 impl Default for SessionConfig {
@@ -50,6 +68,9 @@ impl Default for SessionConfig {
         SessionConfig {
             resource_conflict: ConflictPolicy::Replace,
             max_resources: 10,
+            roster_max_items: 1000,
+            roster_max_name_bytes: 1023,
+            roster_max_group_bytes: 1023,
         }
     }
 }
@@ -62,6 +83,8 @@ struct Resource {
     /// `Some(priority)` once the resource sent available presence
     /// (RFC 6121 §4.2); `None` while unavailable.
     presence: Option<i8>,
+    /// The resource requested the roster (RFC 6121 §2.1.6 "interested").
+    interested: bool,
 }
 
 type Shard = RwLock<HashMap<Jid, Vec<Resource>>>;
@@ -74,6 +97,8 @@ const SHARDS: usize = 64;
 pub struct Stores {
     /// Accounts and credentials.
     pub users: Arc<dyn UserStore>,
+    /// Rosters (RFC 6121 §2).
+    pub roster: Arc<dyn roster::RosterStore>,
 }
 
 /// In-process session service.
@@ -98,12 +123,13 @@ impl LocalSessions {
         stores: Stores,
         metrics: Arc<Metrics>,
     ) -> Arc<LocalSessions> {
+        let roster_limits = config.roster_limits();
         Arc::new(LocalSessions {
             domain: domain.to_owned(),
             config,
             stores,
             metrics,
-            modules: Modules::new(modules, scram_iterations),
+            modules: Modules::new(modules, scram_iterations, roster_limits),
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: Default::default(),
         })
@@ -135,6 +161,36 @@ impl LocalSessions {
         };
         for l in links {
             l.close(error.clone());
+        }
+    }
+
+    /// Marks a resource as interested in roster pushes.
+    pub fn set_interested(&self, jid: &Jid) {
+        if let Ok(mut shard) = self.shard(&jid.to_bare()).write()
+            && let Some(r) = shard
+                .get_mut(&jid.to_bare())
+                .and_then(|rs| rs.iter_mut().find(|r| r.jid == *jid))
+        {
+            r.interested = true;
+        }
+    }
+
+    /// Sends a roster push to every interested resource of `user` (RFC 6121 §2.1.6).
+    pub fn push_roster(&self, user: &Jid, change: &roster::RosterChange, version: u64) {
+        let targets: Vec<(Jid, Arc<dyn ClientLink>)> = match self.shard(user).read() {
+            Ok(m) => m
+                .get(user)
+                .map(|rs| {
+                    rs.iter()
+                        .filter(|r| r.interested)
+                        .map(|r| (r.jid.clone(), r.link.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Err(_) => return,
+        };
+        for (jid, link) in targets {
+            let _ = self.push(&link, Arc::new(roster::push(&jid, change, version)));
         }
     }
 
@@ -283,6 +339,9 @@ impl LocalSessions {
         for action in after {
             match action {
                 modules::After::CloseAccount(bare, err) => self.close_account(&bare, err),
+                modules::After::Deliver(to, el) => self.reply(&to, el),
+                modules::After::PushRoster(user, change, v) => self.push_roster(&user, &change, v),
+                modules::After::Route(from, st) => Box::pin(self.route(&from, st)).await,
             }
         }
     }
@@ -415,6 +474,7 @@ impl SessionService for LocalSessions {
                 conn_id: req.conn_id,
                 link: req.link,
                 presence: None,
+                interested: false,
             };
             match existing {
                 Some(i) => Some(std::mem::replace(&mut rs[i], new)),

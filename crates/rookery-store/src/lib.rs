@@ -16,12 +16,16 @@ use std::sync::{Arc, Mutex};
 use rookery_core::users::StoreError;
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod roster;
 mod users;
 
 /// Schema steps of every feature, applied once each in this order and
 /// recorded in `schema_migrations`. A feature appends its own steps; a step is
 /// never edited once released.
-const MIGRATIONS: &[(&str, &str)] = &[("accounts-1", users::SCHEMA_1)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("accounts-1", users::SCHEMA_1),
+    ("roster-1", roster::SCHEMA_1),
+];
 
 /// Seconds since the Unix epoch.
 pub(crate) fn now() -> i64 {

@@ -105,8 +105,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.server.scram_iterations,
     );
 
-    let store = open_store(&config)?;
-    let users: Arc<dyn UserStore> = Arc::new(store);
+    let store = Arc::new(open_store(&config)?);
+    let users: Arc<dyn UserStore> = store.clone();
     let metrics = Metrics::new();
     let sessions = LocalSessions::new(
         &domain,
@@ -115,6 +115,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.server.scram_iterations,
         Stores {
             users: users.clone(),
+            roster: store.clone(),
         },
         metrics.clone(),
     );

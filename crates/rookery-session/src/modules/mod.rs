@@ -4,6 +4,7 @@
 mod disco;
 mod ping;
 mod register;
+mod roster;
 mod time;
 mod version;
 
@@ -67,6 +68,12 @@ pub struct IqContext<'a> {
 pub enum After {
     /// Close every session of an account with this stream error.
     CloseAccount(Jid, rookery_core::StreamError),
+    /// Deliver an element to one full JID (e.g. interim roster pushes).
+    Deliver(Jid, Element),
+    /// Push a roster change to every interested resource of the user (bare JID).
+    PushRoster(Jid, crate::roster::RosterChange, u64),
+    /// Route a stanza as if sent by this session.
+    Route(Jid, Stanza),
 }
 
 impl IqContext<'_> {
@@ -113,7 +120,11 @@ pub struct Modules {
 
 impl Modules {
     /// Builds the module list from config.
-    pub fn new(config: ModulesConfig, iterations: u32) -> Modules {
+    pub fn new(
+        config: ModulesConfig,
+        iterations: u32,
+        roster: crate::roster::RosterLimits,
+    ) -> Modules {
         let mut modules: Vec<Box<dyn Module>> = vec![
             Box::new(disco::Disco),
             Box::new(ping::Ping),
@@ -124,6 +135,7 @@ impl Modules {
                 os: config.version_os,
             }));
         }
+        modules.push(Box::new(roster::RosterModule { limits: roster }));
         if config.password_change || config.account_removal {
             modules.push(Box::new(register::Register {
                 password_change: config.password_change,
@@ -197,6 +209,7 @@ pub fn all_specs() -> Vec<Spec> {
             account_removal: true,
         },
         4096,
+        Default::default(),
     )
     .specs()
 }

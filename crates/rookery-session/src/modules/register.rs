@@ -64,6 +64,10 @@ impl Module for Register {
             if !self.removal {
                 return Some(Err(StanzaError::not_allowed()));
             }
+            // Per-user data first, so that nothing is left if the account goes.
+            if let Err(e) = ctx.sessions.stores().roster.delete_user(&me).await {
+                return Some(Err(store_error(e)));
+            }
             return Some(match ctx.sessions.users().delete(me.as_str()).await {
                 Ok(_) => {
                     info!(account = %me, "account removed in-band");
