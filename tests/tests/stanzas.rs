@@ -39,7 +39,7 @@ async fn message_to_bare_jid_follows_presence_and_priority() {
     // No available resource yet: the sender is told (offline storage comes with the IM features).
     a.send("<message to='bob@localhost' type='chat' id='early'><body>0</body></message>")
         .await;
-    let e = a.next_stanza().await;
+    let e = a.next_message().await;
     assert_eq!(e.attr("type"), Some("error"), "{e}");
     assert!(e.to_string().contains("recipient-unavailable"), "{e}");
 
@@ -52,7 +52,7 @@ async fn message_to_bare_jid_follows_presence_and_priority() {
         .await;
     a.send("<message to='bob@localhost' type='chat' id='m2'><body>to the best</body></message>")
         .await;
-    let m = b1.next_stanza().await;
+    let m = b1.next_message().await;
     assert_eq!(m.attr("id"), Some("m2"));
     // Equal priorities: every resource of that priority gets it.
     b2.send("<presence><priority>5</priority></presence>").await;
@@ -60,8 +60,8 @@ async fn message_to_bare_jid_follows_presence_and_priority() {
         .await;
     a.send("<message to='bob@localhost' type='chat' id='m3'><body>both</body></message>")
         .await;
-    assert_eq!(b1.next_stanza().await.attr("id"), Some("m3"));
-    assert_eq!(b2.next_stanza().await.attr("id"), Some("m3"));
+    assert_eq!(b1.next_message().await.attr("id"), Some("m3"));
+    assert_eq!(b2.next_message().await.attr("id"), Some("m3"));
     // Negative priority never receives bare-JID messages (RFC 6121 §8.5.2.1.1).
     b1.send("<presence><priority>-1</priority></presence>")
         .await;
@@ -72,7 +72,7 @@ async fn message_to_bare_jid_follows_presence_and_priority() {
         .await;
     a.send("<message to='bob@localhost' type='chat' id='m4'><body>none</body></message>")
         .await;
-    let e = a.next_stanza().await;
+    let e = a.next_message().await;
     assert_eq!(e.attr("id"), Some("m4"));
     assert_eq!(e.attr("type"), Some("error"));
     // A message to an unknown full JID of an online user falls back to the bare JID rules.
@@ -81,7 +81,7 @@ async fn message_to_bare_jid_follows_presence_and_priority() {
         .await;
     a.send("<message to='bob@localhost/gone' type='chat' id='m5'><body>fallback</body></message>")
         .await;
-    assert_eq!(b2.next_stanza().await.attr("id"), Some("m5"));
+    assert_eq!(b2.next_message().await.attr("id"), Some("m5"));
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@
 //! that routing lookups on different users do not contend.
 
 pub mod modules;
+mod presence;
 pub mod roster;
 
 use std::collections::HashMap;
@@ -85,6 +86,10 @@ struct Resource {
     presence: Option<i8>,
     /// The resource requested the roster (RFC 6121 §2.1.6 "interested").
     interested: bool,
+    /// The last presence it broadcast, to answer probes (RFC 6121 §4.3.2).
+    last_presence: Option<Arc<Element>>,
+    /// Where it sent directed presence (RFC 6121 §4.6), to be told when it leaves.
+    directed: Vec<Jid>,
 }
 
 type Shard = RwLock<HashMap<Jid, Vec<Resource>>>;
@@ -192,6 +197,104 @@ impl LocalSessions {
         for (jid, link) in targets {
             let _ = self.push(&link, Arc::new(roster::push(&jid, change, version)));
         }
+    }
+
+    fn with_resource<T>(&self, jid: &Jid, f: impl FnOnce(&mut Resource) -> T) -> Option<T> {
+        let bare = jid.to_bare();
+        let mut shard = self.shard(&bare).write().ok()?;
+        shard
+            .get_mut(&bare)
+            .and_then(|rs| rs.iter_mut().find(|r| r.jid == *jid))
+            .map(f)
+    }
+
+    /// Records a resource's presence; returns whether it was available before.
+    pub(crate) fn update_presence(
+        &self,
+        jid: &Jid,
+        priority: Option<i8>,
+        last: Option<Arc<Element>>,
+    ) -> bool {
+        self.with_resource(jid, |r| {
+            let was = r.presence.is_some();
+            r.presence = priority;
+            r.last_presence = if priority.is_some() { last } else { None };
+            was
+        })
+        .unwrap_or(false)
+    }
+
+    /// RFC 6121 §4.6.2: remembers (or, for unavailable, forgets) a directed
+    /// presence target of a resource.
+    pub(crate) fn note_directed(&self, from: &Jid, to: &Jid, available: bool) {
+        self.with_resource(from, |r| {
+            r.directed.retain(|j| j != to);
+            if available && r.presence.is_some() {
+                r.directed.push(to.clone());
+            }
+        });
+    }
+
+    /// Takes the directed presence targets of a resource.
+    pub(crate) fn take_directed(&self, from: &Jid) -> Vec<Jid> {
+        self.with_resource(from, |r| std::mem::take(&mut r.directed))
+            .unwrap_or_default()
+    }
+
+    /// The available resources of an account with their last presence.
+    pub(crate) fn current_presence(&self, bare: &Jid) -> Vec<(Jid, Element)> {
+        let Ok(shard) = self.shard(bare).read() else {
+            return Vec::new();
+        };
+        shard
+            .get(bare)
+            .map(|rs| {
+                rs.iter()
+                    .filter(|r| r.presence.is_some())
+                    .map(|r| {
+                        let el = r.last_presence.as_deref().cloned().unwrap_or_else(|| {
+                            Element::new_static("presence", rookery_xml::ns::CLIENT)
+                        });
+                        (r.jid.clone(), el)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Links of the available resources of an account.
+    pub(crate) fn available_links_of(&self, bare: &Jid) -> Vec<Arc<dyn ClientLink>> {
+        self.available_links(bare)
+    }
+
+    /// Links of the resources that requested the roster.
+    pub(crate) fn interested_links_of(&self, bare: &Jid) -> Vec<Arc<dyn ClientLink>> {
+        let Ok(shard) = self.shard(bare).read() else {
+            return Vec::new();
+        };
+        shard
+            .get(bare)
+            .map(|rs| {
+                rs.iter()
+                    .filter(|r| r.interested)
+                    .map(|r| r.link.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Queues for one link, handling a full queue.
+    pub(crate) fn push_link(
+        &self,
+        link: &Arc<dyn ClientLink>,
+        el: Arc<Element>,
+    ) -> Result<(), DeliverError> {
+        self.push(link, el)
+    }
+
+    /// Delivers to one bound full JID.
+    pub(crate) fn deliver_to_full(&self, to: &Jid, el: Arc<Element>) -> Result<(), DeliverError> {
+        self.deliver_full(to, el)
     }
 
     /// The server modules (for disco and docs).
@@ -311,16 +414,6 @@ impl LocalSessions {
             .unwrap_or_default()
     }
 
-    fn set_presence(&self, jid: &Jid, presence: Option<i8>) {
-        if let Ok(mut shard) = self.shard(&jid.to_bare()).write()
-            && let Some(r) = shard
-                .get_mut(&jid.to_bare())
-                .and_then(|rs| rs.iter_mut().find(|r| r.jid == *jid))
-        {
-            r.presence = presence;
-        }
-    }
-
     /// Handles an iq addressed to the server, or to an account on its behalf.
     async fn server_iq(&self, from: &Jid, stanza: &Stanza) {
         if !stanza.is_iq_request() {
@@ -429,22 +522,6 @@ impl LocalSessions {
             }
         }
     }
-
-    /// Presence without `to`: the session's own availability (RFC 6121 §4.2, §4.5).
-    fn own_presence(&self, from: &Jid, stanza: &Stanza) {
-        match stanza.stanza_type() {
-            None => {
-                let priority = stanza
-                    .element()
-                    .child("priority", rookery_xml::ns::CLIENT)
-                    .and_then(|p| p.text().trim().parse::<i8>().ok())
-                    .unwrap_or(0);
-                self.set_presence(from, Some(priority));
-            }
-            Some("unavailable") => self.set_presence(from, None),
-            _ => {}
-        }
-    }
 }
 
 #[async_trait]
@@ -475,6 +552,8 @@ impl SessionService for LocalSessions {
                 link: req.link,
                 presence: None,
                 interested: false,
+                last_presence: None,
+                directed: Vec::new(),
             };
             match existing {
                 Some(i) => Some(std::mem::replace(&mut rs[i], new)),
@@ -497,18 +576,29 @@ impl SessionService for LocalSessions {
 
     async fn unbind(&self, jid: &Jid, conn_id: u64) {
         let bare = jid.to_bare();
-        let Ok(mut shard) = self.shard(&bare).write() else {
-            return;
+        let removed = {
+            let Ok(mut shard) = self.shard(&bare).write() else {
+                return;
+            };
+            let mut removed = None;
+            if let Some(rs) = shard.get_mut(&bare) {
+                if let Some(i) = rs
+                    .iter()
+                    .position(|r| r.jid == *jid && r.conn_id == conn_id)
+                {
+                    removed = Some(rs.remove(i));
+                    self.metrics.sessions.dec();
+                }
+                if rs.is_empty() {
+                    shard.remove(&bare);
+                }
+            }
+            removed
         };
-        if let Some(rs) = shard.get_mut(&bare) {
-            let before = rs.len();
-            rs.retain(|r| r.jid != *jid || r.conn_id != conn_id);
-            if rs.len() < before {
-                self.metrics.sessions.dec();
-            }
-            if rs.is_empty() {
-                shard.remove(&bare);
-            }
+        if let Some(r) = removed {
+            // RFC 6121 §4.5.2: gone without unavailable presence.
+            self.went_offline(jid, r.presence.is_some(), r.directed)
+                .await;
         }
     }
 
@@ -517,7 +607,7 @@ impl SessionService for LocalSessions {
             None => {
                 // RFC 6120 §10.3: no 'to' means the account itself.
                 match stanza.kind() {
-                    StanzaKind::Presence => self.own_presence(from, &stanza),
+                    StanzaKind::Presence => self.outbound_presence(from, stanza).await,
                     StanzaKind::Iq => self.server_iq(from, &stanza).await,
                     StanzaKind::Message => {
                         self.route_local(from, stanza.clone(), from.to_bare()).await
@@ -527,6 +617,10 @@ impl SessionService for LocalSessions {
             }
             Some(to) => to.clone(),
         };
+        if presence::is_presence(&stanza) {
+            self.outbound_presence(from, stanza).await;
+            return;
+        }
         if to.node().is_none() && self.is_local_domain(&to) {
             match stanza.kind() {
                 StanzaKind::Iq => self.server_iq(from, &stanza).await,

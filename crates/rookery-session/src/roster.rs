@@ -139,6 +139,18 @@ pub trait RosterStore: Send + Sync + std::fmt::Debug {
     ) -> Result<Option<(u64, Vec<RosterChange>)>, StoreError>;
     /// Forgets everything of `user` (account deletion).
     async fn delete_user(&self, user: &Jid) -> Result<(), StoreError>;
+    /// Stores an inbound subscription request from `contact` (RFC 6121
+    /// §3.1.3), replacing an earlier one, until the user answers it.
+    async fn add_pending_in(
+        &self,
+        user: &Jid,
+        contact: &Jid,
+        stanza: &str,
+    ) -> Result<(), StoreError>;
+    /// Drops a stored request; returns whether there was one.
+    async fn remove_pending_in(&self, user: &Jid, contact: &Jid) -> Result<bool, StoreError>;
+    /// Every stored request of `user`, as (contact, serialized stanza), oldest first.
+    async fn pending_in(&self, user: &Jid) -> Result<Vec<(Jid, String)>, StoreError>;
 }
 
 /// `[session]` options of the roster.
@@ -337,9 +349,39 @@ pub mod conformance {
         assert_eq!(changes, vec![RosterChange::Updated(n.clone())]);
         assert!(v5 > v4);
 
+        // Pending inbound subscription requests.
+        assert!(store.pending_in(&juliet).await.unwrap().is_empty());
+        assert!(!store.remove_pending_in(&juliet, &romeo).await.unwrap());
+        store
+            .add_pending_in(&juliet, &romeo, "<presence type='subscribe'/>")
+            .await
+            .unwrap();
+        store
+            .add_pending_in(&juliet, &nurse, "<presence type='subscribe'>x</presence>")
+            .await
+            .unwrap();
+        store
+            .add_pending_in(
+                &juliet,
+                &romeo,
+                "<presence type='subscribe'>again</presence>",
+            )
+            .await
+            .unwrap();
+        let pending = store.pending_in(&juliet).await.unwrap();
+        assert_eq!(pending.len(), 2);
+        assert!(pending.contains(&(
+            romeo.clone(),
+            "<presence type='subscribe'>again</presence>".to_owned()
+        )));
+        assert!(store.pending_in(&romeo).await.unwrap().is_empty());
+        assert!(store.remove_pending_in(&juliet, &romeo).await.unwrap());
+        assert_eq!(store.pending_in(&juliet).await.unwrap().len(), 1);
+
         store.delete_user(&juliet).await.unwrap();
         assert_eq!(store.roster(&juliet).await.unwrap().items, vec![]);
         assert_eq!(store.count(&juliet).await.unwrap(), 0);
+        assert!(store.pending_in(&juliet).await.unwrap().is_empty());
     }
 }
 

@@ -28,6 +28,13 @@ CREATE TABLE roster_removed (
     ver     INTEGER NOT NULL,
     PRIMARY KEY (owner, contact)
 ) WITHOUT ROWID;
+CREATE TABLE roster_pending_in (
+    owner      TEXT NOT NULL,
+    contact    TEXT NOT NULL,
+    stanza     TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (owner, contact)
+) WITHOUT ROWID;
 CREATE TABLE roster_versions (
     owner   TEXT PRIMARY KEY NOT NULL,
     version INTEGER NOT NULL
@@ -262,17 +269,81 @@ impl RosterStore for SqliteStore {
         .await
     }
 
+    async fn add_pending_in(
+        &self,
+        user: &Jid,
+        contact: &Jid,
+        stanza: &str,
+    ) -> Result<(), StoreError> {
+        let (o, c, st) = (
+            user.as_str().to_owned(),
+            contact.as_str().to_owned(),
+            stanza.to_owned(),
+        );
+        self.pending_op(move |conn| {
+            conn.execute(
+                "INSERT INTO roster_pending_in (owner, contact, stanza, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(owner, contact) DO UPDATE SET stanza = excluded.stanza",
+                params![o, c, st, crate::now()],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn remove_pending_in(&self, user: &Jid, contact: &Jid) -> Result<bool, StoreError> {
+        let (o, c) = (user.as_str().to_owned(), contact.as_str().to_owned());
+        self.pending_op(move |conn| {
+            conn.execute(
+                "DELETE FROM roster_pending_in WHERE owner = ?1 AND contact = ?2",
+                [&o, &c],
+            )
+            .map(|n| n > 0)
+        })
+        .await
+    }
+
+    async fn pending_in(&self, user: &Jid) -> Result<Vec<(Jid, String)>, StoreError> {
+        let o = user.as_str().to_owned();
+        let rows: Vec<(String, String)> = self
+            .pending_op(move |conn| {
+                let mut st = conn.prepare_cached(
+                    "SELECT contact, stanza FROM roster_pending_in WHERE owner = ?1 ORDER BY created_at, contact",
+                )?;
+                let rows = st.query_map([&o], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect()
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(c, s)| Ok((Jid::parse(&c).map_err(unavailable)?, s)))
+            .collect()
+    }
+
     async fn delete_user(&self, user: &Jid) -> Result<(), StoreError> {
         let owner = user.as_str().to_owned();
         self.with(move |c| {
             let tx = c.transaction().map_err(unavailable)?;
-            for table in ["roster_items", "roster_removed", "roster_versions"] {
+            for table in [
+                "roster_items",
+                "roster_removed",
+                "roster_versions",
+                "roster_pending_in",
+            ] {
                 tx.execute(&format!("DELETE FROM {table} WHERE owner = ?1"), [&owner])
                     .map_err(unavailable)?;
             }
             tx.commit().map_err(unavailable)
         })
         .await
+    }
+}
+
+impl SqliteStore {
+    async fn pending_op<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.with(move |c| f(c).map_err(unavailable)).await
     }
 }
 
