@@ -6,6 +6,7 @@
 //! that routing lookups on different users do not contend.
 
 pub mod modules;
+pub mod offline;
 mod presence;
 pub mod roster;
 
@@ -51,6 +52,9 @@ pub struct SessionConfig {
     pub roster_max_name_bytes: usize,
     /// Maximum bytes of a roster group name (RFC 6121 §2.3.3).
     pub roster_max_group_bytes: usize,
+    /// Messages kept in offline storage per account (XEP-0160); further ones
+    /// are bounced with `<service-unavailable/>`.
+    pub offline_max_messages: usize,
 }
 
 impl SessionConfig {
@@ -72,6 +76,7 @@ impl Default for SessionConfig {
             roster_max_items: 1000,
             roster_max_name_bytes: 1023,
             roster_max_group_bytes: 1023,
+            offline_max_messages: 1000,
         }
     }
 }
@@ -104,6 +109,8 @@ pub struct Stores {
     pub users: Arc<dyn UserStore>,
     /// Rosters (RFC 6121 §2).
     pub roster: Arc<dyn roster::RosterStore>,
+    /// Offline messages (XEP-0160).
+    pub offline: Arc<dyn offline::OfflineStore>,
 }
 
 /// In-process session service.
@@ -196,6 +203,78 @@ impl LocalSessions {
         };
         for (jid, link) in targets {
             let _ = self.push(&link, Arc::new(roster::push(&jid, change, version)));
+        }
+    }
+
+    /// RFC 6121 §8.5.2.2.1 / XEP-0160: a message for an account with no
+    /// available resource is stored, bounced or ignored by its type.
+    async fn no_available_resource(&self, from: &Jid, stanza: &Stanza, bare: &Jid) {
+        let kind = stanza.stanza_type().unwrap_or("normal");
+        if matches!(kind, "headline" | "error") {
+            return;
+        }
+        match self.account_exists(bare).await {
+            Ok(true) => {}
+            Ok(false) => return self.reply_error(from, stanza, StanzaError::service_unavailable()),
+            Err(e) => return self.reply_error(from, stanza, e),
+        }
+        if kind == "groupchat" || !offline::storable(stanza.element()) {
+            if kind == "groupchat" {
+                self.reply_error(from, stanza, StanzaError::service_unavailable());
+            }
+            // Chat states alone and no-store hints are not kept (XEP-0160 §3, XEP-0334).
+            return;
+        }
+        let el = offline::stamp(
+            stanza.element().clone(),
+            &self.domain,
+            &modules::xep0082_now(),
+        );
+        match self
+            .stores
+            .offline
+            .push(bare, &el.to_xml_string(), self.config.offline_max_messages)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => self.reply_error(
+                from,
+                stanza,
+                StanzaError::service_unavailable()
+                    .with_text("the recipient's offline storage is full"),
+            ),
+            Err(e) => {
+                warn!(error = %e, "offline store unavailable");
+                self.reply_error(from, stanza, StanzaError::internal_server_error());
+            }
+        }
+    }
+
+    /// XEP-0160 §3: hands stored messages to a resource that became
+    /// available with a non-negative priority; removes what was queued.
+    pub(crate) async fn flush_offline(&self, to: &Jid) {
+        let bare = to.to_bare();
+        let stored = match self.stores.offline.list(&bare).await {
+            Ok(s) => s,
+            Err(e) => return warn!(error = %e, "offline store unavailable"),
+        };
+        if stored.is_empty() {
+            return;
+        }
+        let mut done = Vec::new();
+        for (id, xml) in stored {
+            match Element::parse(&xml) {
+                Ok(el) => {
+                    if self.deliver_full(to, Arc::new(el)).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => warn!(error = %e, id, "unreadable offline message dropped"),
+            }
+            done.push(id);
+        }
+        if let Err(e) = self.stores.offline.remove(&bare, &done).await {
+            warn!(error = %e, "delivered offline messages could not be removed");
         }
     }
 
@@ -377,13 +456,21 @@ impl LocalSessions {
     /// The links of a user's resources that should get a message sent to the
     /// bare JID: the available resources with the highest non-negative
     /// priority (RFC 6121 §8.5.2.1.1; all of them on a tie).
-    fn bare_targets(&self, bare: &Jid) -> Vec<Arc<dyn ClientLink>> {
+    fn bare_targets(&self, bare: &Jid, all_non_negative: bool) -> Vec<Arc<dyn ClientLink>> {
         let Ok(shard) = self.shard(bare).read() else {
             return Vec::new();
         };
         let Some(rs) = shard.get(bare) else {
             return Vec::new();
         };
+        if all_non_negative {
+            // RFC 6121 §8.5.2.1.1: headlines go to every non-negative resource.
+            return rs
+                .iter()
+                .filter(|r| r.presence.is_some_and(|p| p >= 0))
+                .map(|r| r.link.clone())
+                .collect();
+        }
         let best = rs
             .iter()
             .filter_map(|r| r.presence)
@@ -489,20 +576,9 @@ impl LocalSessions {
                 }
             }
             StanzaKind::Message => {
-                let targets = self.bare_targets(&bare);
+                let targets = self.bare_targets(&bare, stanza.stanza_type() == Some("headline"));
                 if targets.is_empty() {
-                    if stanza.is_error() {
-                        return;
-                    }
-                    // Offline storage arrives with the IM issue; until then a
-                    // message nobody can receive is bounced, never dropped.
-                    let err = match self.account_exists(&bare).await {
-                        Ok(true) => StanzaError::recipient_unavailable()
-                            .with_text("the recipient is offline"),
-                        Ok(false) => StanzaError::service_unavailable(),
-                        Err(e) => e,
-                    };
-                    self.reply_error(from, &stanza, err);
+                    self.no_available_resource(from, &stanza, &bare).await;
                     return;
                 }
                 let mut delivered = false;

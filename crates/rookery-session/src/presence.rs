@@ -154,6 +154,10 @@ impl LocalSessions {
                 Err(e) => warn!(error = %e, "pending subscription requests unavailable"),
             }
         }
+        if available && priority >= 0 {
+            // XEP-0160 §3: stored messages go to a non-negative available resource.
+            self.flush_offline(from).await;
+        }
         if !available {
             // §4.6.3: directed presence is cancelled by unavailable presence.
             for to in self.take_directed(from) {

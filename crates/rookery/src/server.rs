@@ -116,6 +116,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Stores {
             users: users.clone(),
             roster: store.clone(),
+            offline: store.clone(),
         },
         metrics.clone(),
     );

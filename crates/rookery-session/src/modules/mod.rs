@@ -6,6 +6,7 @@ mod ping;
 mod register;
 mod roster;
 mod time;
+pub(crate) use time::xep0082_now;
 mod version;
 
 use rookery_core::{Jid, Stanza, StanzaError};
