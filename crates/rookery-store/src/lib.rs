@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use rookery_core::users::StoreError;
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod blocking;
 mod offline;
 mod roster;
 mod users;
@@ -27,6 +28,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("accounts-1", users::SCHEMA_1),
     ("roster-1", roster::SCHEMA_1),
     ("offline-1", offline::SCHEMA_1),
+    ("blocklist-1", blocking::SCHEMA_1),
 ];
 
 /// Seconds since the Unix epoch.

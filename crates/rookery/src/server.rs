@@ -117,6 +117,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             users: users.clone(),
             roster: store.clone(),
             offline: store.clone(),
+            blocklist: store.clone(),
         },
         metrics.clone(),
     );

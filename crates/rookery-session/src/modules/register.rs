@@ -71,6 +71,9 @@ impl Module for Register {
             if let Err(e) = ctx.sessions.stores().offline.delete_user(&me).await {
                 return Some(Err(store_error(e)));
             }
+            if let Err(e) = ctx.sessions.stores().blocklist.delete_user(&me).await {
+                return Some(Err(store_error(e)));
+            }
             return Some(match ctx.sessions.users().delete(me.as_str()).await {
                 Ok(_) => {
                     info!(account = %me, "account removed in-band");
