@@ -6,6 +6,7 @@
 //! that routing lookups on different users do not contend.
 
 pub mod blocking;
+pub mod carbons;
 pub mod modules;
 pub mod offline;
 mod presence;
@@ -98,6 +99,8 @@ struct Resource {
     directed: Vec<Jid>,
     /// The resource requested the block list (XEP-0191 §3.3 pushes).
     blocklist_interested: bool,
+    /// XEP-0280: the resource enabled carbons.
+    carbons: bool,
 }
 
 type Shard = RwLock<HashMap<Jid, Vec<Resource>>>;
@@ -365,6 +368,43 @@ impl LocalSessions {
         }
     }
 
+    /// XEP-0280 §4: turns carbons on or off for a resource.
+    pub(crate) fn set_carbons(&self, jid: &Jid, on: bool) {
+        self.with_resource(jid, |r| r.carbons = on);
+    }
+
+    /// XEP-0280 §7/§8: copies of `original` to the carbons-enabled resources
+    /// of `user` other than those in `except`.
+    fn send_carbons(
+        &self,
+        direction: &'static str,
+        user: &Jid,
+        except: &[Jid],
+        original: &Element,
+    ) {
+        if !carbons::eligible(original) {
+            return;
+        }
+        let targets: Vec<(Jid, Arc<dyn ClientLink>)> = match self.shard(user).read() {
+            Ok(m) => m
+                .get(user)
+                .map(|rs| {
+                    rs.iter()
+                        .filter(|r| r.carbons && !except.contains(&r.jid))
+                        .map(|r| (r.jid.clone(), r.link.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Err(_) => return,
+        };
+        for (to, link) in targets {
+            let _ = self.push(
+                &link,
+                Arc::new(carbons::wrap(direction, user, &to, original)),
+            );
+        }
+    }
+
     fn with_resource<T>(&self, jid: &Jid, f: impl FnOnce(&mut Resource) -> T) -> Option<T> {
         let bare = jid.to_bare();
         let mut shard = self.shard(&bare).write().ok()?;
@@ -543,34 +583,27 @@ impl LocalSessions {
     /// The links of a user's resources that should get a message sent to the
     /// bare JID: the available resources with the highest non-negative
     /// priority (RFC 6121 §8.5.2.1.1; all of them on a tie).
-    fn bare_targets(&self, bare: &Jid, all_non_negative: bool) -> Vec<Arc<dyn ClientLink>> {
+    fn bare_targets(&self, bare: &Jid, all_non_negative: bool) -> Vec<(Jid, Arc<dyn ClientLink>)> {
         let Ok(shard) = self.shard(bare).read() else {
             return Vec::new();
         };
         let Some(rs) = shard.get(bare) else {
             return Vec::new();
         };
-        if all_non_negative {
-            // RFC 6121 §8.5.2.1.1: headlines go to every non-negative resource.
-            return rs
-                .iter()
-                .filter(|r| r.presence.is_some_and(|p| p >= 0))
-                .map(|r| r.link.clone())
-                .collect();
-        }
         let best = rs
             .iter()
             .filter_map(|r| r.presence)
             .filter(|p| *p >= 0)
             .max();
-        match best {
-            None => Vec::new(),
-            Some(best) => rs
-                .iter()
-                .filter(|r| r.presence == Some(best))
-                .map(|r| r.link.clone())
-                .collect(),
-        }
+        rs.iter()
+            .filter(|r| match (all_non_negative, best) {
+                // RFC 6121 §8.5.2.1.1: headlines go to every non-negative resource.
+                (true, _) => r.presence.is_some_and(|p| p >= 0),
+                (false, Some(best)) => r.presence == Some(best),
+                (false, None) => false,
+            })
+            .map(|r| (r.jid.clone(), r.link.clone()))
+            .collect()
     }
 
     fn available_links(&self, bare: &Jid) -> Vec<Arc<dyn ClientLink>> {
@@ -640,7 +673,17 @@ impl LocalSessions {
         }
         if to.resource().is_some() {
             match self.deliver_full(&to, stanza.shared()) {
-                Ok(()) => return,
+                Ok(()) => {
+                    if stanza.kind() == StanzaKind::Message {
+                        self.send_carbons(
+                            "received",
+                            &bare,
+                            std::slice::from_ref(&to),
+                            stanza.element(),
+                        );
+                    }
+                    return;
+                }
                 Err(DeliverError::Full) => {
                     if !stanza.is_error() && stanza.kind() != StanzaKind::Presence {
                         self.reply_error(from, &stanza, StanzaError::resource_constraint());
@@ -684,11 +727,15 @@ impl LocalSessions {
                     return;
                 }
                 let mut delivered = false;
-                for link in targets {
-                    delivered |= self.push(&link, stanza.shared()).is_ok();
+                for (_, link) in &targets {
+                    delivered |= self.push(link, stanza.shared()).is_ok();
                 }
                 if !delivered && !stanza.is_error() {
                     self.reply_error(from, &stanza, StanzaError::resource_constraint());
+                }
+                if delivered {
+                    let got: Vec<Jid> = targets.into_iter().map(|(j, _)| j).collect();
+                    self.send_carbons("received", &bare, &got, stanza.element());
                 }
             }
             StanzaKind::Presence => {
@@ -733,6 +780,7 @@ impl SessionService for LocalSessions {
                 last_presence: None,
                 directed: Vec::new(),
                 blocklist_interested: false,
+                carbons: false,
             };
             match existing {
                 Some(i) => Some(std::mem::replace(&mut rs[i], new)),
@@ -785,6 +833,23 @@ impl SessionService for LocalSessions {
     }
 
     async fn route(&self, from: &Jid, stanza: Stanza) {
+        let sent_copy = (stanza.kind() == StanzaKind::Message).then(|| stanza.clone());
+        let routed = self.route_stanza(from, stanza).await;
+        if let Some(st) = sent_copy.filter(|_| routed) {
+            // XEP-0280 §8: the sender's other carbons-enabled resources.
+            self.send_carbons(
+                "sent",
+                &from.to_bare(),
+                std::slice::from_ref(from),
+                st.element(),
+            );
+        }
+    }
+}
+
+impl LocalSessions {
+    /// Routes one stanza; `false` if it was refused because the sender blocks the recipient.
+    async fn route_stanza(&self, from: &Jid, stanza: Stanza) -> bool {
         let to = match stanza.to() {
             None => {
                 // RFC 6120 §10.3: no 'to' means the account itself.
@@ -795,7 +860,7 @@ impl SessionService for LocalSessions {
                         self.route_local(from, stanza.clone(), from.to_bare()).await
                     }
                 }
-                return;
+                return true;
             }
             Some(to) => to.clone(),
         };
@@ -807,11 +872,11 @@ impl SessionService for LocalSessions {
                 err.error_type = rookery_core::ErrorType::Cancel;
                 self.reply_error(from, &stanza, err);
             }
-            return;
+            return false;
         }
         if presence::is_presence(&stanza) {
             self.outbound_presence(from, stanza).await;
-            return;
+            return true;
         }
         if to.node().is_none() && self.is_local_domain(&to) {
             match stanza.kind() {
@@ -820,16 +885,17 @@ impl SessionService for LocalSessions {
                 // have nobody to read them.
                 StanzaKind::Message | StanzaKind::Presence => {}
             }
-            return;
+            return true;
         }
         if self.is_local_domain(&to) && to.node().is_some() {
             self.route_local(from, stanza, to).await;
-            return;
+            return true;
         }
         // RFC 6120 §10.4: a remote domain. Federation is its own issue; until
         // then the sender learns at once that the server cannot be reached.
         if !stanza.is_error() && stanza.kind() != StanzaKind::Presence {
             self.reply_error(from, &stanza, StanzaError::remote_server_not_found());
         }
+        true
     }
 }

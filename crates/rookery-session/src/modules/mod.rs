@@ -2,6 +2,7 @@
 //! that disco#info features and `docs/xeps.md` come from the code.
 
 mod blocking;
+mod carbons;
 mod disco;
 mod ping;
 mod register;
@@ -141,6 +142,7 @@ impl Modules {
         }
         modules.push(Box::new(roster::RosterModule { limits: roster }));
         modules.push(Box::new(blocking::Blocking));
+        modules.push(Box::new(carbons::Carbons));
         if config.password_change || config.account_removal {
             modules.push(Box::new(register::Register {
                 password_change: config.password_change,
