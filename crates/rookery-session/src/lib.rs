@@ -10,17 +10,21 @@ pub mod modules;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rookery_core::metrics::Metrics;
 use rookery_core::{
     BindError, BindRequest, ClientLink, DeliverError, Jid, SessionService, Stanza, StanzaError,
-    StanzaKind, StreamError, UserStore, new_id,
+    StanzaKind, StoreError, StreamError, UserStore, new_id,
 };
 use rookery_xml::Element;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
+pub use crate::modules::last::{LastActivity, LastActivityStore};
+pub use crate::modules::private::{PrivateItem, PrivateStore};
+pub use crate::modules::vcard::VCardStore;
 use crate::modules::{Modules, ModulesConfig};
 
 /// RFC 6120 §7.7.2.2: what to do when a client binds a resource already in use.
@@ -62,6 +66,9 @@ struct Resource {
     /// `Some(priority)` once the resource sent available presence
     /// (RFC 6121 §4.2); `None` while unavailable.
     presence: Option<i8>,
+    /// The status text of its last unavailable presence, until it is
+    /// available again (for XEP-0012).
+    last_status: Option<String>,
 }
 
 type Shard = RwLock<HashMap<Jid, Vec<Resource>>>;
@@ -74,6 +81,24 @@ const SHARDS: usize = 64;
 pub struct Stores {
     /// Accounts and credentials.
     pub users: Arc<dyn UserStore>,
+    /// XEP-0054 vCards.
+    pub vcards: Arc<dyn VCardStore>,
+    /// XEP-0049 private XML.
+    pub private: Arc<dyn PrivateStore>,
+    /// XEP-0012 last activity.
+    pub last_activity: Arc<dyn LastActivityStore>,
+}
+
+impl Stores {
+    /// Deletes an account and everything stored for it; returns whether the
+    /// account existed. The per-user data goes first, so that a failure leaves
+    /// an account that can be deleted again rather than data without one.
+    pub async fn delete_account(&self, bare_jid: &str) -> Result<bool, StoreError> {
+        self.vcards.delete_user(bare_jid).await?;
+        self.private.delete_user(bare_jid).await?;
+        self.last_activity.delete_user(bare_jid).await?;
+        self.users.delete(bare_jid).await
+    }
 }
 
 /// In-process session service.
@@ -86,6 +111,7 @@ pub struct LocalSessions {
     modules: Modules,
     shards: Vec<Shard>,
     hasher: std::collections::hash_map::RandomState,
+    started: Instant,
 }
 
 impl LocalSessions {
@@ -106,6 +132,7 @@ impl LocalSessions {
             modules: Modules::new(modules, scram_iterations),
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: Default::default(),
+            started: Instant::now(),
         })
     }
 
@@ -122,6 +149,19 @@ impl LocalSessions {
     /// Every store.
     pub fn stores(&self) -> &Stores {
         &self.stores
+    }
+
+    /// Time since the service started (XEP-0012 §5).
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// True if a resource of the account sent available presence.
+    pub fn has_available_resource(&self, bare: &Jid) -> bool {
+        self.shard(bare).read().is_ok_and(|m| {
+            m.get(bare)
+                .is_some_and(|rs| rs.iter().any(|r| r.presence.is_some()))
+        })
     }
 
     /// Closes every session of an account with a stream error.
@@ -255,14 +295,22 @@ impl LocalSessions {
             .unwrap_or_default()
     }
 
-    fn set_presence(&self, jid: &Jid, presence: Option<i8>) {
-        if let Ok(mut shard) = self.shard(&jid.to_bare()).write()
-            && let Some(r) = shard
-                .get_mut(&jid.to_bare())
-                .and_then(|rs| rs.iter_mut().find(|r| r.jid == *jid))
-        {
+    /// Sets a resource's availability; `status` is the text of an
+    /// unavailable presence. True if that made the account go from having an
+    /// available resource to having none.
+    fn set_presence(&self, jid: &Jid, presence: Option<i8>, status: Option<String>) -> bool {
+        let Ok(mut shard) = self.shard(&jid.to_bare()).write() else {
+            return false;
+        };
+        let Some(rs) = shard.get_mut(&jid.to_bare()) else {
+            return false;
+        };
+        let was_available = rs.iter().any(|r| r.presence.is_some());
+        if let Some(r) = rs.iter_mut().find(|r| r.jid == *jid) {
             r.presence = presence;
+            r.last_status = status;
         }
+        was_available && !rs.iter().any(|r| r.presence.is_some())
     }
 
     /// Handles an iq addressed to the server, or to an account on its behalf.
@@ -372,7 +420,7 @@ impl LocalSessions {
     }
 
     /// Presence without `to`: the session's own availability (RFC 6121 §4.2, §4.5).
-    fn own_presence(&self, from: &Jid, stanza: &Stanza) {
+    async fn own_presence(&self, from: &Jid, stanza: &Stanza) {
         match stanza.stanza_type() {
             None => {
                 let priority = stanza
@@ -380,9 +428,19 @@ impl LocalSessions {
                     .child("priority", rookery_xml::ns::CLIENT)
                     .and_then(|p| p.text().trim().parse::<i8>().ok())
                     .unwrap_or(0);
-                self.set_presence(from, Some(priority));
+                self.set_presence(from, Some(priority), None);
             }
-            Some("unavailable") => self.set_presence(from, None),
+            Some("unavailable") => {
+                let status = stanza
+                    .element()
+                    .child("status", rookery_xml::ns::CLIENT)
+                    .map(|s| s.text())
+                    .unwrap_or_default();
+                if self.set_presence(from, None, Some(status.clone())) {
+                    // XEP-0012 §3: the account's last available resource left.
+                    modules::last::record(&self.stores, &from.to_bare(), status).await;
+                }
+            }
             _ => {}
         }
     }
@@ -415,6 +473,7 @@ impl SessionService for LocalSessions {
                 conn_id: req.conn_id,
                 link: req.link,
                 presence: None,
+                last_status: None,
             };
             match existing {
                 Some(i) => Some(std::mem::replace(&mut rs[i], new)),
@@ -437,18 +496,32 @@ impl SessionService for LocalSessions {
 
     async fn unbind(&self, jid: &Jid, conn_id: u64) {
         let bare = jid.to_bare();
-        let Ok(mut shard) = self.shard(&bare).write() else {
-            return;
-        };
-        if let Some(rs) = shard.get_mut(&bare) {
-            let before = rs.len();
-            rs.retain(|r| r.jid != *jid || r.conn_id != conn_id);
-            if rs.len() < before {
-                self.metrics.sessions.dec();
-            }
-            if rs.is_empty() {
+        // XEP-0012 §3: the status to record if the account is now offline.
+        let gone = {
+            let Ok(mut shard) = self.shard(&bare).write() else {
+                return;
+            };
+            let Some(rs) = shard.get_mut(&bare) else {
+                return;
+            };
+            let Some(i) = rs
+                .iter()
+                .position(|r| r.jid == *jid && r.conn_id == conn_id)
+            else {
+                return;
+            };
+            let removed = rs.remove(i);
+            self.metrics.sessions.dec();
+            let last_available =
+                removed.presence.is_some() && !rs.iter().any(|r| r.presence.is_some());
+            let last = rs.is_empty();
+            if last {
                 shard.remove(&bare);
             }
+            (last || last_available).then(|| removed.last_status.unwrap_or_default())
+        };
+        if let Some(status) = gone {
+            modules::last::record(&self.stores, &bare, status).await;
         }
     }
 
@@ -457,7 +530,7 @@ impl SessionService for LocalSessions {
             None => {
                 // RFC 6120 §10.3: no 'to' means the account itself.
                 match stanza.kind() {
-                    StanzaKind::Presence => self.own_presence(from, &stanza),
+                    StanzaKind::Presence => self.own_presence(from, &stanza).await,
                     StanzaKind::Iq => self.server_iq(from, &stanza).await,
                     StanzaKind::Message => {
                         self.route_local(from, stanza.clone(), from.to_bare()).await

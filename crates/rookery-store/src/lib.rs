@@ -1,7 +1,10 @@
 //! The embedded store: SQLite (bundled), one file under the data directory.
 //!
-//! It implements the storage traits that the features define (today
-//! [`UserStore`]). SQLite was chosen over an embedded key-value engine because
+//! It implements the storage traits that the features define: [`UserStore`]
+//! (accounts), and the per-user stores of `rookery-session`
+//! ([`rookery_session::VCardStore`], [`rookery_session::PrivateStore`],
+//! [`rookery_session::LastActivityStore`]), each in its own module with its
+//! own schema steps. SQLite was chosen over an embedded key-value engine because
 //! rosters, archives and rooms are relational and range-queried (MAM paging),
 //! and because an operator can open the file with the `sqlite3` shell; see
 //! `docs/decisions/0002-embedded-store.md`.
@@ -16,12 +19,20 @@ use std::sync::{Arc, Mutex};
 use rookery_core::users::StoreError;
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod last;
+mod private;
 mod users;
+mod vcard;
 
 /// Schema steps of every feature, applied once each in this order and
 /// recorded in `schema_migrations`. A feature appends its own steps; a step is
 /// never edited once released.
-const MIGRATIONS: &[(&str, &str)] = &[("accounts-1", users::SCHEMA_1)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("accounts-1", users::SCHEMA_1),
+    ("vcards-1", vcard::SCHEMA_1),
+    ("private-xml-1", private::SCHEMA_1),
+    ("last-activity-1", last::SCHEMA_1),
+];
 
 /// Seconds since the Unix epoch.
 pub(crate) fn now() -> i64 {
@@ -118,6 +129,9 @@ mod tests {
     use rookery_sasl::StoredCredentials;
 
     rookery_core::user_store_conformance!(SqliteStore::in_memory().unwrap());
+    rookery_session::vcard_store_conformance!(SqliteStore::in_memory().unwrap());
+    rookery_session::private_store_conformance!(SqliteStore::in_memory().unwrap());
+    rookery_session::last_activity_store_conformance!(SqliteStore::in_memory().unwrap());
 
     #[tokio::test]
     async fn persists_across_reopen() {
