@@ -319,6 +319,61 @@ impl RawClient {
         }
     }
 
+    /// The next `<message/>`, skipping presence and answering pings.
+    pub async fn next_message(&mut self) -> Element {
+        loop {
+            let el = self.next_stanza().await;
+            if el.name() == "message" {
+                return el;
+            }
+        }
+    }
+
+    /// The next stanza for which `pred` holds, skipping (and returning) the others.
+    pub async fn until(&mut self, pred: impl Fn(&Element) -> bool) -> (Element, Vec<Element>) {
+        let mut skipped = Vec::new();
+        loop {
+            let el = self.next_stanza().await;
+            if pred(&el) {
+                return (el, skipped);
+            }
+            skipped.push(el);
+        }
+    }
+
+    /// Answers a roster push (RFC 6121 §2.1.6) and returns its `<item/>`.
+    pub async fn roster_push(&mut self) -> Element {
+        let (push, _) = self
+            .until(|e| {
+                e.name() == "iq"
+                    && e.attr("type") == Some("set")
+                    && e.child("query", ns::ROSTER).is_some()
+            })
+            .await;
+        let id = push.attr("id").unwrap_or_default().to_owned();
+        self.send(&format!("<iq type='result' id='{id}'/>")).await;
+        push.child("query", ns::ROSTER)
+            .unwrap()
+            .first_child()
+            .unwrap()
+            .clone()
+    }
+
+    /// The next presence stanza (pings answered).
+    pub async fn next_presence(&mut self) -> Element {
+        self.until(|e| e.name() == "presence").await.0
+    }
+
+    /// The next stanza that is not presence (pings answered).
+    pub async fn next_non_presence(&mut self) -> Element {
+        loop {
+            let el = self.next_stanza().await;
+            if el.name() != "presence" {
+                return el;
+            }
+        }
+    }
+
     /// Sends a stream header and reads the server's header and features.
     pub async fn open(&mut self, domain: &str) -> Element {
         self.send(&format!(
@@ -484,7 +539,7 @@ impl RawClient {
         self.send(xml).await;
         loop {
             let r = self.next_stanza().await;
-            if r.name() == "iq" && r.attr("id") == Some(&id) {
+            if r.name() == "iq" && r.attr("id") == Some(id.as_str()) {
                 return r;
             }
         }

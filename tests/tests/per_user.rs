@@ -63,6 +63,29 @@ async fn two_users(s: &TestServer) -> (RawClient, RawClient) {
     (a, b)
 }
 
+/// Subscribes `watcher` (bare JID `watcher_jid`) to the presence of `owner`
+/// (`owner_jid`), RFC 6121 §3.1: afterwards `owner`'s roster has `watcher`
+/// with subscription 'from'.
+async fn subscribe(
+    watcher: &mut RawClient,
+    watcher_jid: &str,
+    owner: &mut RawClient,
+    owner_jid: &str,
+) {
+    watcher
+        .iq("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>")
+        .await;
+    watcher
+        .send(&format!("<presence to='{owner_jid}' type='subscribe'/>"))
+        .await;
+    // The pending request is in the roster once the request was processed.
+    assert_eq!(watcher.roster_push().await.attr("ask"), Some("subscribe"));
+    owner
+        .send(&format!("<presence to='{watcher_jid}' type='subscribed'/>"))
+        .await;
+    assert_eq!(watcher.roster_push().await.attr("subscription"), Some("to"));
+}
+
 fn sessions(s: &TestServer) -> &rookery_session::LocalSessions {
     &s.running.as_ref().unwrap().sessions
 }
@@ -422,6 +445,7 @@ async fn last_activity() {
     let s = TestServer::start().await;
     s.add_user("carol", "pw").await;
     let (mut a, mut b) = two_users(&s).await;
+    subscribe(&mut a, "alice@localhost", &mut b, "bob@localhost").await;
 
     // §5: to the server, its uptime.
     let r = a
@@ -437,9 +461,19 @@ async fn last_activity() {
         ),
     );
 
-    // An account that never logged out has nothing to tell: the same answer as
+    // §3: an account whose presence one is not subscribed to is <forbidden/>.
+    let r = a
+        .iq("<iq type='get' id='l2' to='carol@localhost'><query xmlns='jabber:iq:last'/></iq>")
+        .await;
+    assert_xml(
+        &r,
+        &format!(
+            "<iq type='error' id='l2' from='carol@localhost' to='alice@localhost/laptop'><query xmlns='jabber:iq:last'/><error type='auth'><forbidden xmlns='{STANZAS}'/></error></iq>"
+        ),
+    );
+    // A contact that never logged out has nothing to tell: the same answer as
     // an account that does not exist.
-    for (id, who) in [("l2", "carol@localhost"), ("l3", "nobody@localhost")] {
+    for (id, who) in [("l3", "bob@localhost"), ("l3b", "nobody@localhost")] {
         let r = a
             .iq(&format!(
                 "<iq type='get' id='{id}' to='{who}'><query xmlns='jabber:iq:last'/></iq>"
@@ -475,7 +509,7 @@ async fn last_activity() {
     // §4: to a full JID it is the client's to answer.
     a.send("<iq type='get' id='l6' to='bob@localhost/phone'><query xmlns='jabber:iq:last'/></iq>")
         .await;
-    let fwd = b.next_stanza().await;
+    let (fwd, _) = b.until(|e| e.name() == "iq").await;
     assert_xml(
         &fwd,
         "<iq type='get' id='l6' from='alice@localhost/laptop' to='bob@localhost/phone'><query xmlns='jabber:iq:last'/></iq>",
@@ -498,6 +532,25 @@ async fn last_activity() {
     wait_sessions(&s, 1).await;
     poll_last(&mut a, ME, "bob@localhost", "").await;
 
+    // Carol, not subscribed to Bob, may not know.
+    let mut c = s.login("carol", "pw", "desk").await;
+    let r = last_of(&mut c, "l9", "bob@localhost").await;
+    assert_xml(
+        &r,
+        &format!(
+            "<iq type='error' id='l9' from='bob@localhost' to='carol@localhost/desk'><query xmlns='jabber:iq:last'/><error type='auth'><forbidden xmlns='{STANZAS}'/></error></iq>"
+        ),
+    );
+    // One's own account (no 'to', RFC 6120 §10.3.3): online now.
+    a.send("<presence/>").await;
+    let r = a
+        .iq("<iq type='get' id='l10'><query xmlns='jabber:iq:last'/></iq>")
+        .await;
+    assert_xml(
+        &r,
+        "<iq type='result' id='l10' to='alice@localhost/laptop'><query xmlns='jabber:iq:last' seconds='0'/></iq>",
+    );
+
     // Only get exists.
     let r = a
         .iq("<iq type='set' id='l8' to='bob@localhost'><query xmlns='jabber:iq:last'/></iq>")
@@ -514,6 +567,7 @@ async fn last_activity() {
 async fn account_removal_deletes_per_user_data() {
     let s = TestServer::start().await;
     let (mut a, mut b) = two_users(&s).await;
+    subscribe(&mut b, "bob@localhost", &mut a, "alice@localhost").await;
     let card = "<vCard xmlns='vcard-temp'><FN>Alice</FN></vCard>";
     let prefs = "<exodus xmlns='exodus:prefs'><defaultnick>Hamlet</defaultnick></exodus>";
     let r = a.iq(&format!("<iq type='set' id='s1'>{card}</iq>")).await;
@@ -563,7 +617,8 @@ async fn account_removal_deletes_per_user_data() {
     // Its record went with it, and the ended session wrote no new one.
     let store = rookery::server::open_store(&s.config).unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert_eq!(store.last_activity("alice@localhost").await.unwrap(), None);
+    let alice = rookery_core::Jid::parse("alice@localhost").unwrap();
+    assert_eq!(store.last_activity(&alice).await.unwrap(), None);
 
     // A new account of the same name starts empty.
     s.add_user("alice", "pw2").await;
@@ -576,13 +631,14 @@ async fn account_removal_deletes_per_user_data() {
             "<iq type='error' id='g1' from='alice@localhost' to='bob@localhost/phone'><vCard xmlns='vcard-temp'/><error type='cancel'><service-unavailable xmlns='{STANZAS}'/></error></iq>"
         ),
     );
+    // Her roster went too: Bob is no longer a subscribed contact.
     let r = b
         .iq("<iq type='get' id='g2' to='alice@localhost'><query xmlns='jabber:iq:last'/></iq>")
         .await;
     assert_xml(
         &r,
         &format!(
-            "<iq type='error' id='g2' from='alice@localhost' to='bob@localhost/phone'><query xmlns='jabber:iq:last'/><error type='cancel'><service-unavailable xmlns='{STANZAS}'/></error></iq>"
+            "<iq type='error' id='g2' from='alice@localhost' to='bob@localhost/phone'><query xmlns='jabber:iq:last'/><error type='auth'><forbidden xmlns='{STANZAS}'/></error></iq>"
         ),
     );
     let mut a = s.login("alice", "pw2", "new").await;

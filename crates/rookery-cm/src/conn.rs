@@ -398,6 +398,8 @@ impl Conn {
             return f;
         }
         f.push_child(Element::new_static("bind", ns::BIND));
+        // RFC 6121 §2.6.1: roster versioning is supported.
+        f.push_child(Element::new_static("ver", "urn:xmpp:features:rosterver"));
         if self.c2s.config.legacy_session {
             f.push_child(
                 Element::new_static("session", ns::SESSION)

@@ -6,6 +6,9 @@
 //! that routing lookups on different users do not contend.
 
 pub mod modules;
+pub mod offline;
+mod presence;
+pub mod roster;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -47,6 +50,26 @@ pub struct SessionConfig {
     pub resource_conflict: ConflictPolicy,
     /// Maximum resources bound at once per account (RFC 6120 §7.6.2.1).
     pub max_resources: usize,
+    /// Maximum items in one roster; more get `<policy-violation/>`.
+    pub roster_max_items: usize,
+    /// Maximum bytes of a roster item's name (RFC 6121 §2.3.3).
+    pub roster_max_name_bytes: usize,
+    /// Maximum bytes of a roster group name (RFC 6121 §2.3.3).
+    pub roster_max_group_bytes: usize,
+    /// Messages kept in offline storage per account (XEP-0160); further ones
+    /// are bounced with `<service-unavailable/>`.
+    pub offline_max_messages: usize,
+}
+
+impl SessionConfig {
+    /// The roster limits of this configuration.
+    pub fn roster_limits(&self) -> roster::RosterLimits {
+        roster::RosterLimits {
+            max_items: self.roster_max_items,
+            max_name_bytes: self.roster_max_name_bytes,
+            max_group_bytes: self.roster_max_group_bytes,
+        }
+    }
 }
 
 impl Default for SessionConfig {
@@ -54,6 +77,10 @@ impl Default for SessionConfig {
         SessionConfig {
             resource_conflict: ConflictPolicy::Replace,
             max_resources: 10,
+            roster_max_items: 1000,
+            roster_max_name_bytes: 1023,
+            roster_max_group_bytes: 1023,
+            offline_max_messages: 1000,
         }
     }
 }
@@ -66,6 +93,12 @@ struct Resource {
     /// `Some(priority)` once the resource sent available presence
     /// (RFC 6121 §4.2); `None` while unavailable.
     presence: Option<i8>,
+    /// The resource requested the roster (RFC 6121 §2.1.6 "interested").
+    interested: bool,
+    /// The last presence it broadcast, to answer probes (RFC 6121 §4.3.2).
+    last_presence: Option<Arc<Element>>,
+    /// Where it sent directed presence (RFC 6121 §4.6), to be told when it leaves.
+    directed: Vec<Jid>,
     /// The status text of its last unavailable presence, until it is
     /// available again (for XEP-0012).
     last_status: Option<String>,
@@ -81,6 +114,10 @@ const SHARDS: usize = 64;
 pub struct Stores {
     /// Accounts and credentials.
     pub users: Arc<dyn UserStore>,
+    /// Rosters (RFC 6121 §2).
+    pub roster: Arc<dyn roster::RosterStore>,
+    /// Offline messages (XEP-0160).
+    pub offline: Arc<dyn offline::OfflineStore>,
     /// XEP-0054 vCards.
     pub vcards: Arc<dyn VCardStore>,
     /// XEP-0049 private XML.
@@ -90,14 +127,17 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// Deletes an account and everything stored for it; returns whether the
-    /// account existed. The per-user data goes first, so that a failure leaves
-    /// an account that can be deleted again rather than data without one.
-    pub async fn delete_account(&self, bare_jid: &str) -> Result<bool, StoreError> {
-        self.vcards.delete_user(bare_jid).await?;
-        self.private.delete_user(bare_jid).await?;
-        self.last_activity.delete_user(bare_jid).await?;
-        self.users.delete(bare_jid).await
+    /// Deletes an account and everything stored for it (XEP-0077 §3.2,
+    /// `rookery user del`); returns whether the account existed. The per-user
+    /// data goes first, so that a failure leaves an account that can be
+    /// deleted again rather than data without an account.
+    pub async fn delete_account(&self, user: &Jid) -> Result<bool, StoreError> {
+        self.roster.delete_user(user).await?;
+        self.offline.delete_user(user).await?;
+        self.vcards.delete_user(user).await?;
+        self.private.delete_user(user).await?;
+        self.last_activity.delete_user(user).await?;
+        self.users.delete(user.as_str()).await
     }
 }
 
@@ -124,12 +164,13 @@ impl LocalSessions {
         stores: Stores,
         metrics: Arc<Metrics>,
     ) -> Arc<LocalSessions> {
+        let roster_limits = config.roster_limits();
         Arc::new(LocalSessions {
             domain: domain.to_owned(),
             config,
             stores,
             metrics,
-            modules: Modules::new(modules, scram_iterations),
+            modules: Modules::new(modules, scram_iterations, roster_limits),
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: Default::default(),
             started: Instant::now(),
@@ -176,6 +217,206 @@ impl LocalSessions {
         for l in links {
             l.close(error.clone());
         }
+    }
+
+    /// Marks a resource as interested in roster pushes.
+    pub fn set_interested(&self, jid: &Jid) {
+        if let Ok(mut shard) = self.shard(&jid.to_bare()).write()
+            && let Some(r) = shard
+                .get_mut(&jid.to_bare())
+                .and_then(|rs| rs.iter_mut().find(|r| r.jid == *jid))
+        {
+            r.interested = true;
+        }
+    }
+
+    /// Sends a roster push to every interested resource of `user` (RFC 6121 §2.1.6).
+    pub fn push_roster(&self, user: &Jid, change: &roster::RosterChange, version: u64) {
+        let targets: Vec<(Jid, Arc<dyn ClientLink>)> = match self.shard(user).read() {
+            Ok(m) => m
+                .get(user)
+                .map(|rs| {
+                    rs.iter()
+                        .filter(|r| r.interested)
+                        .map(|r| (r.jid.clone(), r.link.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Err(_) => return,
+        };
+        for (jid, link) in targets {
+            let _ = self.push(&link, Arc::new(roster::push(&jid, change, version)));
+        }
+    }
+
+    /// RFC 6121 §8.5.2.2.1 / XEP-0160: a message for an account with no
+    /// available resource is stored, bounced or ignored by its type.
+    async fn no_available_resource(&self, from: &Jid, stanza: &Stanza, bare: &Jid) {
+        let kind = stanza.stanza_type().unwrap_or("normal");
+        if matches!(kind, "headline" | "error") {
+            return;
+        }
+        match self.account_exists(bare).await {
+            Ok(true) => {}
+            Ok(false) => return self.reply_error(from, stanza, StanzaError::service_unavailable()),
+            Err(e) => return self.reply_error(from, stanza, e),
+        }
+        if kind == "groupchat" || !offline::storable(stanza.element()) {
+            if kind == "groupchat" {
+                self.reply_error(from, stanza, StanzaError::service_unavailable());
+            }
+            // Chat states alone and no-store hints are not kept (XEP-0160 §3, XEP-0334).
+            return;
+        }
+        let el = offline::stamp(
+            stanza.element().clone(),
+            &self.domain,
+            &modules::xep0082_now(),
+        );
+        match self
+            .stores
+            .offline
+            .push(bare, &el.to_xml_string(), self.config.offline_max_messages)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => self.reply_error(
+                from,
+                stanza,
+                StanzaError::service_unavailable()
+                    .with_text("the recipient's offline storage is full"),
+            ),
+            Err(e) => {
+                warn!(error = %e, "offline store unavailable");
+                self.reply_error(from, stanza, StanzaError::internal_server_error());
+            }
+        }
+    }
+
+    /// XEP-0160 §3: hands stored messages to a resource that became
+    /// available with a non-negative priority; removes what was queued.
+    pub(crate) async fn flush_offline(&self, to: &Jid) {
+        let bare = to.to_bare();
+        let stored = match self.stores.offline.list(&bare).await {
+            Ok(s) => s,
+            Err(e) => return warn!(error = %e, "offline store unavailable"),
+        };
+        if stored.is_empty() {
+            return;
+        }
+        let mut done = Vec::new();
+        for (id, xml) in stored {
+            match Element::parse(&xml) {
+                Ok(el) => {
+                    if self.deliver_full(to, Arc::new(el)).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => warn!(error = %e, id, "unreadable offline message dropped"),
+            }
+            done.push(id);
+        }
+        if let Err(e) = self.stores.offline.remove(&bare, &done).await {
+            warn!(error = %e, "delivered offline messages could not be removed");
+        }
+    }
+
+    fn with_resource<T>(&self, jid: &Jid, f: impl FnOnce(&mut Resource) -> T) -> Option<T> {
+        let bare = jid.to_bare();
+        let mut shard = self.shard(&bare).write().ok()?;
+        shard
+            .get_mut(&bare)
+            .and_then(|rs| rs.iter_mut().find(|r| r.jid == *jid))
+            .map(f)
+    }
+
+    /// Records a resource's presence; returns whether it was available before.
+    pub(crate) fn update_presence(
+        &self,
+        jid: &Jid,
+        priority: Option<i8>,
+        last: Option<Arc<Element>>,
+    ) -> bool {
+        self.with_resource(jid, |r| {
+            let was = r.presence.is_some();
+            r.presence = priority;
+            r.last_presence = if priority.is_some() { last } else { None };
+            was
+        })
+        .unwrap_or(false)
+    }
+
+    /// RFC 6121 §4.6.2: remembers (or, for unavailable, forgets) a directed
+    /// presence target of a resource.
+    pub(crate) fn note_directed(&self, from: &Jid, to: &Jid, available: bool) {
+        self.with_resource(from, |r| {
+            r.directed.retain(|j| j != to);
+            if available && r.presence.is_some() {
+                r.directed.push(to.clone());
+            }
+        });
+    }
+
+    /// Takes the directed presence targets of a resource.
+    pub(crate) fn take_directed(&self, from: &Jid) -> Vec<Jid> {
+        self.with_resource(from, |r| std::mem::take(&mut r.directed))
+            .unwrap_or_default()
+    }
+
+    /// The available resources of an account with their last presence.
+    pub(crate) fn current_presence(&self, bare: &Jid) -> Vec<(Jid, Element)> {
+        let Ok(shard) = self.shard(bare).read() else {
+            return Vec::new();
+        };
+        shard
+            .get(bare)
+            .map(|rs| {
+                rs.iter()
+                    .filter(|r| r.presence.is_some())
+                    .map(|r| {
+                        let el = r.last_presence.as_deref().cloned().unwrap_or_else(|| {
+                            Element::new_static("presence", rookery_xml::ns::CLIENT)
+                        });
+                        (r.jid.clone(), el)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Links of the available resources of an account.
+    pub(crate) fn available_links_of(&self, bare: &Jid) -> Vec<Arc<dyn ClientLink>> {
+        self.available_links(bare)
+    }
+
+    /// Links of the resources that requested the roster.
+    pub(crate) fn interested_links_of(&self, bare: &Jid) -> Vec<Arc<dyn ClientLink>> {
+        let Ok(shard) = self.shard(bare).read() else {
+            return Vec::new();
+        };
+        shard
+            .get(bare)
+            .map(|rs| {
+                rs.iter()
+                    .filter(|r| r.interested)
+                    .map(|r| r.link.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Queues for one link, handling a full queue.
+    pub(crate) fn push_link(
+        &self,
+        link: &Arc<dyn ClientLink>,
+        el: Arc<Element>,
+    ) -> Result<(), DeliverError> {
+        self.push(link, el)
+    }
+
+    /// Delivers to one bound full JID.
+    pub(crate) fn deliver_to_full(&self, to: &Jid, el: Arc<Element>) -> Result<(), DeliverError> {
+        self.deliver_full(to, el)
     }
 
     /// The server modules (for disco and docs).
@@ -258,13 +499,21 @@ impl LocalSessions {
     /// The links of a user's resources that should get a message sent to the
     /// bare JID: the available resources with the highest non-negative
     /// priority (RFC 6121 §8.5.2.1.1; all of them on a tie).
-    fn bare_targets(&self, bare: &Jid) -> Vec<Arc<dyn ClientLink>> {
+    fn bare_targets(&self, bare: &Jid, all_non_negative: bool) -> Vec<Arc<dyn ClientLink>> {
         let Ok(shard) = self.shard(bare).read() else {
             return Vec::new();
         };
         let Some(rs) = shard.get(bare) else {
             return Vec::new();
         };
+        if all_non_negative {
+            // RFC 6121 §8.5.2.1.1: headlines go to every non-negative resource.
+            return rs
+                .iter()
+                .filter(|r| r.presence.is_some_and(|p| p >= 0))
+                .map(|r| r.link.clone())
+                .collect();
+        }
         let best = rs
             .iter()
             .filter_map(|r| r.presence)
@@ -295,24 +544,6 @@ impl LocalSessions {
             .unwrap_or_default()
     }
 
-    /// Sets a resource's availability; `status` is the text of an
-    /// unavailable presence. True if that made the account go from having an
-    /// available resource to having none.
-    fn set_presence(&self, jid: &Jid, presence: Option<i8>, status: Option<String>) -> bool {
-        let Ok(mut shard) = self.shard(&jid.to_bare()).write() else {
-            return false;
-        };
-        let Some(rs) = shard.get_mut(&jid.to_bare()) else {
-            return false;
-        };
-        let was_available = rs.iter().any(|r| r.presence.is_some());
-        if let Some(r) = rs.iter_mut().find(|r| r.jid == *jid) {
-            r.presence = presence;
-            r.last_status = status;
-        }
-        was_available && !rs.iter().any(|r| r.presence.is_some())
-    }
-
     /// Handles an iq addressed to the server, or to an account on its behalf.
     async fn server_iq(&self, from: &Jid, stanza: &Stanza) {
         if !stanza.is_iq_request() {
@@ -331,6 +562,9 @@ impl LocalSessions {
         for action in after {
             match action {
                 modules::After::CloseAccount(bare, err) => self.close_account(&bare, err),
+                modules::After::Deliver(to, el) => self.reply(&to, el),
+                modules::After::PushRoster(user, change, v) => self.push_roster(&user, &change, v),
+                modules::After::Route(from, st) => Box::pin(self.route(&from, st)).await,
             }
         }
     }
@@ -385,20 +619,9 @@ impl LocalSessions {
                 }
             }
             StanzaKind::Message => {
-                let targets = self.bare_targets(&bare);
+                let targets = self.bare_targets(&bare, stanza.stanza_type() == Some("headline"));
                 if targets.is_empty() {
-                    if stanza.is_error() {
-                        return;
-                    }
-                    // Offline storage arrives with the IM issue; until then a
-                    // message nobody can receive is bounced, never dropped.
-                    let err = match self.account_exists(&bare).await {
-                        Ok(true) => StanzaError::recipient_unavailable()
-                            .with_text("the recipient is offline"),
-                        Ok(false) => StanzaError::service_unavailable(),
-                        Err(e) => e,
-                    };
-                    self.reply_error(from, &stanza, err);
+                    self.no_available_resource(from, &stanza, &bare).await;
                     return;
                 }
                 let mut delivered = false;
@@ -416,32 +639,6 @@ impl LocalSessions {
                     let _ = self.push(&link, stanza.shared());
                 }
             }
-        }
-    }
-
-    /// Presence without `to`: the session's own availability (RFC 6121 §4.2, §4.5).
-    async fn own_presence(&self, from: &Jid, stanza: &Stanza) {
-        match stanza.stanza_type() {
-            None => {
-                let priority = stanza
-                    .element()
-                    .child("priority", rookery_xml::ns::CLIENT)
-                    .and_then(|p| p.text().trim().parse::<i8>().ok())
-                    .unwrap_or(0);
-                self.set_presence(from, Some(priority), None);
-            }
-            Some("unavailable") => {
-                let status = stanza
-                    .element()
-                    .child("status", rookery_xml::ns::CLIENT)
-                    .map(|s| s.text())
-                    .unwrap_or_default();
-                if self.set_presence(from, None, Some(status.clone())) {
-                    // XEP-0012 §3: the account's last available resource left.
-                    modules::last::record(&self.stores, &from.to_bare(), status).await;
-                }
-            }
-            _ => {}
         }
     }
 }
@@ -473,6 +670,9 @@ impl SessionService for LocalSessions {
                 conn_id: req.conn_id,
                 link: req.link,
                 presence: None,
+                interested: false,
+                last_presence: None,
+                directed: Vec::new(),
                 last_status: None,
             };
             match existing {
@@ -496,32 +696,39 @@ impl SessionService for LocalSessions {
 
     async fn unbind(&self, jid: &Jid, conn_id: u64) {
         let bare = jid.to_bare();
-        // XEP-0012 §3: the status to record if the account is now offline.
-        let gone = {
+        let (removed, offline_now) = {
             let Ok(mut shard) = self.shard(&bare).write() else {
                 return;
             };
-            let Some(rs) = shard.get_mut(&bare) else {
-                return;
-            };
-            let Some(i) = rs
-                .iter()
-                .position(|r| r.jid == *jid && r.conn_id == conn_id)
-            else {
-                return;
-            };
-            let removed = rs.remove(i);
-            self.metrics.sessions.dec();
-            let last_available =
-                removed.presence.is_some() && !rs.iter().any(|r| r.presence.is_some());
-            let last = rs.is_empty();
-            if last {
-                shard.remove(&bare);
+            let mut removed = None;
+            let mut offline_now = false;
+            if let Some(rs) = shard.get_mut(&bare) {
+                if let Some(i) = rs
+                    .iter()
+                    .position(|r| r.jid == *jid && r.conn_id == conn_id)
+                {
+                    let r = rs.remove(i);
+                    self.metrics.sessions.dec();
+                    // XEP-0012 §3: the account's last session, or its last
+                    // available resource, is gone.
+                    offline_now = rs.is_empty()
+                        || (r.presence.is_some() && !rs.iter().any(|r| r.presence.is_some()));
+                    removed = Some(r);
+                }
+                if rs.is_empty() {
+                    shard.remove(&bare);
+                }
             }
-            (last || last_available).then(|| removed.last_status.unwrap_or_default())
+            (removed, offline_now)
         };
-        if let Some(status) = gone {
-            modules::last::record(&self.stores, &bare, status).await;
+        if let Some(r) = removed {
+            let status = r.last_status.unwrap_or_default();
+            // RFC 6121 §4.5.2: gone without unavailable presence.
+            self.went_offline(jid, r.presence.is_some(), r.directed)
+                .await;
+            if offline_now {
+                modules::last::record(&self.stores, &bare, status).await;
+            }
         }
     }
 
@@ -530,7 +737,7 @@ impl SessionService for LocalSessions {
             None => {
                 // RFC 6120 §10.3: no 'to' means the account itself.
                 match stanza.kind() {
-                    StanzaKind::Presence => self.own_presence(from, &stanza).await,
+                    StanzaKind::Presence => self.outbound_presence(from, stanza).await,
                     StanzaKind::Iq => self.server_iq(from, &stanza).await,
                     StanzaKind::Message => {
                         self.route_local(from, stanza.clone(), from.to_bare()).await
@@ -540,6 +747,10 @@ impl SessionService for LocalSessions {
             }
             Some(to) => to.clone(),
         };
+        if presence::is_presence(&stanza) {
+            self.outbound_presence(from, stanza).await;
+            return;
+        }
         if to.node().is_none() && self.is_local_domain(&to) {
             match stanza.kind() {
                 StanzaKind::Iq => self.server_iq(from, &stanza).await,

@@ -1,6 +1,7 @@
 //! [`LastActivityStore`] on SQLite: when each account was last seen.
 
 use async_trait::async_trait;
+use rookery_core::Jid;
 use rookery_core::users::StoreError;
 use rookery_session::{LastActivity, LastActivityStore};
 use rusqlite::{OptionalExtension, params};
@@ -19,8 +20,8 @@ CREATE TABLE last_activity (
 
 #[async_trait]
 impl LastActivityStore for SqliteStore {
-    async fn last_activity(&self, bare_jid: &str) -> Result<Option<LastActivity>, StoreError> {
-        let jid = bare_jid.to_owned();
+    async fn last_activity(&self, user: &Jid) -> Result<Option<LastActivity>, StoreError> {
+        let jid = user.as_str().to_owned();
         self.with(move |c| {
             c.prepare_cached("SELECT at_ms, status FROM last_activity WHERE jid = ?1")
                 .and_then(|mut st| {
@@ -39,10 +40,10 @@ impl LastActivityStore for SqliteStore {
 
     async fn set_last_activity(
         &self,
-        bare_jid: &str,
+        user: &Jid,
         activity: &LastActivity,
     ) -> Result<(), StoreError> {
-        let (jid, a) = (bare_jid.to_owned(), activity.clone());
+        let (jid, a) = (user.as_str().to_owned(), activity.clone());
         self.with(move |c| {
             c.execute(
                 "INSERT INTO last_activity (jid, at_ms, status) VALUES (?1, ?2, ?3)
@@ -55,8 +56,8 @@ impl LastActivityStore for SqliteStore {
         .await
     }
 
-    async fn delete_user(&self, bare_jid: &str) -> Result<(), StoreError> {
-        let jid = bare_jid.to_owned();
+    async fn delete_user(&self, user: &Jid) -> Result<(), StoreError> {
+        let jid = user.as_str().to_owned();
         self.with(move |c| {
             c.execute("DELETE FROM last_activity WHERE jid = ?1", [&jid])
                 .map(|_| ())
@@ -64,4 +65,11 @@ impl LastActivityStore for SqliteStore {
         })
         .await
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::SqliteStore;
+
+    rookery_session::last_activity_store_conformance!(SqliteStore::in_memory().unwrap());
 }

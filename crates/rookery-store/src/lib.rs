@@ -20,7 +20,9 @@ use rookery_core::users::StoreError;
 use rusqlite::{Connection, OptionalExtension, params};
 
 mod last;
+mod offline;
 mod private;
+mod roster;
 mod users;
 mod vcard;
 
@@ -29,6 +31,8 @@ mod vcard;
 /// never edited once released.
 const MIGRATIONS: &[(&str, &str)] = &[
     ("accounts-1", users::SCHEMA_1),
+    ("roster-1", roster::SCHEMA_1),
+    ("offline-1", offline::SCHEMA_1),
     ("vcards-1", vcard::SCHEMA_1),
     ("private-xml-1", private::SCHEMA_1),
     ("last-activity-1", last::SCHEMA_1),
@@ -129,9 +133,6 @@ mod tests {
     use rookery_sasl::StoredCredentials;
 
     rookery_core::user_store_conformance!(SqliteStore::in_memory().unwrap());
-    rookery_session::vcard_store_conformance!(SqliteStore::in_memory().unwrap());
-    rookery_session::private_store_conformance!(SqliteStore::in_memory().unwrap());
-    rookery_session::last_activity_store_conformance!(SqliteStore::in_memory().unwrap());
 
     #[tokio::test]
     async fn persists_across_reopen() {

@@ -2,6 +2,7 @@
 //! (namespace, name), with their size for the per-account quota.
 
 use async_trait::async_trait;
+use rookery_core::Jid;
 use rookery_core::users::StoreError;
 use rookery_session::{PrivateItem, PrivateStore};
 use rusqlite::{OptionalExtension, params};
@@ -26,11 +27,15 @@ CREATE TABLE private_xml (
 impl PrivateStore for SqliteStore {
     async fn private_item(
         &self,
-        bare_jid: &str,
+        user: &Jid,
         namespace: &str,
         name: &str,
     ) -> Result<Option<String>, StoreError> {
-        let (jid, namespace, name) = (bare_jid.to_owned(), namespace.to_owned(), name.to_owned());
+        let (jid, namespace, name) = (
+            user.as_str().to_owned(),
+            namespace.to_owned(),
+            name.to_owned(),
+        );
         self.with(move |c| {
             c.prepare_cached(
                 "SELECT xml FROM private_xml WHERE jid = ?1 AND namespace = ?2 AND name = ?3",
@@ -46,11 +51,11 @@ impl PrivateStore for SqliteStore {
 
     async fn put_private(
         &self,
-        bare_jid: &str,
+        user: &Jid,
         items: &[PrivateItem],
         quota: u64,
     ) -> Result<bool, StoreError> {
-        let (jid, items) = (bare_jid.to_owned(), items.to_vec());
+        let (jid, items) = (user.as_str().to_owned(), items.to_vec());
         self.with(move |c| {
             let tx = c.transaction().map_err(unavailable)?;
             {
@@ -87,8 +92,8 @@ impl PrivateStore for SqliteStore {
         .await
     }
 
-    async fn delete_user(&self, bare_jid: &str) -> Result<(), StoreError> {
-        let jid = bare_jid.to_owned();
+    async fn delete_user(&self, user: &Jid) -> Result<(), StoreError> {
+        let jid = user.as_str().to_owned();
         self.with(move |c| {
             c.execute("DELETE FROM private_xml WHERE jid = ?1", [&jid])
                 .map(|_| ())
@@ -96,4 +101,11 @@ impl PrivateStore for SqliteStore {
         })
         .await
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::SqliteStore;
+
+    rookery_session::private_store_conformance!(SqliteStore::in_memory().unwrap());
 }

@@ -1,6 +1,7 @@
 //! [`VCardStore`] on SQLite: one vCard (canonical XML) per account.
 
 use async_trait::async_trait;
+use rookery_core::Jid;
 use rookery_core::users::StoreError;
 use rookery_session::VCardStore;
 use rusqlite::{OptionalExtension, params};
@@ -19,8 +20,8 @@ CREATE TABLE vcards (
 
 #[async_trait]
 impl VCardStore for SqliteStore {
-    async fn vcard(&self, bare_jid: &str) -> Result<Option<String>, StoreError> {
-        let jid = bare_jid.to_owned();
+    async fn vcard(&self, user: &Jid) -> Result<Option<String>, StoreError> {
+        let jid = user.as_str().to_owned();
         self.with(move |c| {
             c.prepare_cached("SELECT xml FROM vcards WHERE jid = ?1")
                 .and_then(|mut st| st.query_row([&jid], |r| r.get(0)).optional())
@@ -29,8 +30,8 @@ impl VCardStore for SqliteStore {
         .await
     }
 
-    async fn set_vcard(&self, bare_jid: &str, xml: &str) -> Result<(), StoreError> {
-        let (jid, xml) = (bare_jid.to_owned(), xml.to_owned());
+    async fn set_vcard(&self, user: &Jid, xml: &str) -> Result<(), StoreError> {
+        let (jid, xml) = (user.as_str().to_owned(), xml.to_owned());
         self.with(move |c| {
             c.execute(
                 "INSERT INTO vcards (jid, xml, updated_at) VALUES (?1, ?2, ?3)
@@ -43,8 +44,8 @@ impl VCardStore for SqliteStore {
         .await
     }
 
-    async fn delete_user(&self, bare_jid: &str) -> Result<(), StoreError> {
-        let jid = bare_jid.to_owned();
+    async fn delete_user(&self, user: &Jid) -> Result<(), StoreError> {
+        let jid = user.as_str().to_owned();
         self.with(move |c| {
             c.execute("DELETE FROM vcards WHERE jid = ?1", [&jid])
                 .map(|_| ())
@@ -52,4 +53,11 @@ impl VCardStore for SqliteStore {
         })
         .await
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::SqliteStore;
+
+    rookery_session::vcard_store_conformance!(SqliteStore::in_memory().unwrap());
 }

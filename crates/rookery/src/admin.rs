@@ -81,7 +81,7 @@ pub async fn passwd(
 /// `user del`: the account and everything stored for it.
 pub async fn delete(config: &Config, stores: &Stores, jid: &str) -> anyhow::Result<()> {
     let jid = account_jid(config, jid)?;
-    if !stores.delete_account(jid.as_str()).await? {
+    if !stores.delete_account(&jid).await? {
         bail!("{jid} does not exist");
     }
     Ok(())

@@ -59,6 +59,8 @@ pub fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
 pub fn stores(store: &SqliteStore) -> Stores {
     Stores {
         users: Arc::new(store.clone()),
+        roster: Arc::new(store.clone()),
+        offline: Arc::new(store.clone()),
         vcards: Arc::new(store.clone()),
         private: Arc::new(store.clone()),
         last_activity: Arc::new(store.clone()),

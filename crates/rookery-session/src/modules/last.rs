@@ -4,7 +4,8 @@
 //! - §3 offline user query, to an account's bare JID: the server answers with
 //!   the seconds since the account's last resource became unavailable (or its
 //!   session ended) and the status text of that unavailable presence; `0` while
-//!   the account has an available resource.
+//!   the account has an available resource. Only the account itself and
+//!   contacts subscribed to its presence may ask.
 //! - §4 online user query, to a full JID: the client's business (routed to it).
 //! - §5 query to the server: its uptime in seconds.
 //!
@@ -21,7 +22,8 @@ use rookery_xml::{Element, ns};
 use tracing::warn;
 
 use super::{IqContext, IqResult, Module, Spec, Target};
-use crate::Stores;
+use crate::roster::Subscription;
+use crate::{LocalSessions, Stores};
 
 /// When an account was last seen and what it said then.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,15 +38,15 @@ pub struct LastActivity {
 #[async_trait]
 pub trait LastActivityStore: Send + Sync + std::fmt::Debug {
     /// The account's recorded last activity, if any.
-    async fn last_activity(&self, bare_jid: &str) -> Result<Option<LastActivity>, StoreError>;
+    async fn last_activity(&self, user: &Jid) -> Result<Option<LastActivity>, StoreError>;
     /// Records the account's last activity, replacing the previous record.
     async fn set_last_activity(
         &self,
-        bare_jid: &str,
+        user: &Jid,
         activity: &LastActivity,
     ) -> Result<(), StoreError>;
     /// Deletes the account's record (account removal); no error if none.
-    async fn delete_user(&self, bare_jid: &str) -> Result<(), StoreError>;
+    async fn delete_user(&self, user: &Jid) -> Result<(), StoreError>;
 }
 
 /// The conformance suite every [`LastActivityStore`] backend runs: invoke it
@@ -67,9 +69,13 @@ macro_rules! last_activity_store_conformance {
 pub mod conformance {
     use super::*;
 
+    fn j(s: &str) -> Jid {
+        Jid::parse(s).unwrap()
+    }
+
     /// Runs every check against an empty store.
     pub async fn run(store: &dyn LastActivityStore) {
-        let a = "a@example.org";
+        let (a, b) = (&j("a@example.org"), &j("b@example.org"));
         assert_eq!(store.last_activity(a).await.unwrap(), None);
         let one = LastActivity {
             at_ms: 1_700_000_000_123,
@@ -83,17 +89,14 @@ pub mod conformance {
         };
         store.set_last_activity(a, &two).await.unwrap();
         assert_eq!(store.last_activity(a).await.unwrap(), Some(two.clone()));
-        assert_eq!(store.last_activity("a@example.com").await.unwrap(), None);
-        store
-            .set_last_activity("b@example.org", &two)
-            .await
-            .unwrap();
+        assert_eq!(
+            store.last_activity(&j("a@example.com")).await.unwrap(),
+            None
+        );
+        store.set_last_activity(b, &two).await.unwrap();
         store.delete_user(a).await.unwrap();
         assert_eq!(store.last_activity(a).await.unwrap(), None);
-        assert_eq!(
-            store.last_activity("b@example.org").await.unwrap(),
-            Some(two)
-        );
+        assert_eq!(store.last_activity(b).await.unwrap(), Some(two));
         store.delete_user(a).await.unwrap();
     }
 }
@@ -124,10 +127,39 @@ pub(crate) async fn record(stores: &Stores, bare: &Jid, status: String) {
     };
     if let Err(e) = stores
         .last_activity
-        .set_last_activity(bare.as_str(), &activity)
+        .set_last_activity(bare, &activity)
         .await
     {
         warn!(account = %bare, error = %e, "could not record last activity");
+    }
+}
+
+impl LocalSessions {
+    /// Called with each broadcast presence of a resource (RFC 6121 §4.2,
+    /// §4.5): keeps the status text of an unavailable one for when the session
+    /// ends, and records the account's last activity when its last available
+    /// resource leaves (§3).
+    pub(crate) async fn last_activity_presence(
+        &self,
+        from: &Jid,
+        presence: &Element,
+        available: bool,
+        was_available: bool,
+    ) {
+        let status = (!available).then(|| {
+            presence
+                .child("status", ns::CLIENT)
+                .map(|s| s.text())
+                .unwrap_or_default()
+        });
+        self.with_resource(from, |r| r.last_status = status.clone());
+        let user = from.to_bare();
+        if let Some(status) = status
+            && was_available
+            && !self.has_available_resource(&user)
+        {
+            record(&self.stores, &user, status).await;
+        }
     }
 }
 
@@ -173,11 +205,24 @@ impl Module for Last {
                 return Some(Ok(Some(answer(ctx.sessions.uptime().as_secs(), ""))));
             }
             Target::Own(j) => j,
-            // IM issue: §3 and RFC 6121 allow this only to entities authorized
-            // to see the account's presence (a 'from' or 'both' subscription);
-            // anyone else MUST get <forbidden/>. Without rosters every local
-            // account may ask (docs/decisions/0006-per-user-storage.md).
-            Target::Other(j) => j,
+            // §3: only an entity authorized to see the account's presence (a
+            // 'from' or 'both' subscription, RFC 6121 §2.1.2.5) may ask;
+            // anyone else MUST get <forbidden/>.
+            Target::Other(j) => {
+                let roster = &ctx.sessions.stores().roster;
+                match roster.item(&j, &ctx.from.to_bare()).await {
+                    Ok(Some(i))
+                        if matches!(i.subscription, Subscription::From | Subscription::Both) =>
+                    {
+                        j
+                    }
+                    Ok(_) => return Some(Err(StanzaError::forbidden())),
+                    Err(e) => {
+                        warn!(error = %e, "roster unavailable");
+                        return Some(Err(StanzaError::internal_server_error()));
+                    }
+                }
+            }
         };
         // §3: an account with an available resource is online now.
         if ctx.sessions.has_available_resource(&account) {
@@ -188,7 +233,7 @@ impl Module for Last {
                 .sessions
                 .stores()
                 .last_activity
-                .last_activity(account.as_str())
+                .last_activity(&account)
                 .await
             {
                 Ok(Some(a)) => {

@@ -6,8 +6,10 @@ pub mod last;
 mod ping;
 pub mod private;
 mod register;
+mod roster;
 mod time;
 pub mod vcard;
+pub(crate) use time::xep0082_now;
 mod version;
 
 use rookery_core::{Jid, Stanza, StanzaError};
@@ -72,6 +74,12 @@ pub struct IqContext<'a> {
 pub enum After {
     /// Close every session of an account with this stream error.
     CloseAccount(Jid, rookery_core::StreamError),
+    /// Deliver an element to one full JID (e.g. interim roster pushes).
+    Deliver(Jid, Element),
+    /// Push a roster change to every interested resource of the user (bare JID).
+    PushRoster(Jid, crate::roster::RosterChange, u64),
+    /// Route a stanza as if sent by this session.
+    Route(Jid, Stanza),
 }
 
 impl IqContext<'_> {
@@ -161,7 +169,11 @@ pub struct Modules {
 
 impl Modules {
     /// Builds the module list from config.
-    pub fn new(config: ModulesConfig, iterations: u32) -> Modules {
+    pub fn new(
+        config: ModulesConfig,
+        iterations: u32,
+        roster: crate::roster::RosterLimits,
+    ) -> Modules {
         let mut modules: Vec<Box<dyn Module>> = vec![
             Box::new(disco::Disco),
             Box::new(ping::Ping),
@@ -179,6 +191,7 @@ impl Modules {
                 os: config.version_os,
             }));
         }
+        modules.push(Box::new(roster::RosterModule { limits: roster }));
         if config.password_change || config.account_removal {
             modules.push(Box::new(register::Register {
                 password_change: config.password_change,
@@ -253,6 +266,7 @@ pub fn all_specs() -> Vec<Spec> {
             ..ModulesConfig::default()
         },
         4096,
+        Default::default(),
     )
     .specs()
 }

@@ -8,7 +8,7 @@
 
 use async_trait::async_trait;
 use rookery_core::users::StoreError;
-use rookery_core::{Stanza, StanzaError};
+use rookery_core::{Jid, Stanza, StanzaError};
 use rookery_xml::{Element, ns};
 use tracing::warn;
 
@@ -32,7 +32,7 @@ pub trait PrivateStore: Send + Sync + std::fmt::Debug {
     /// The stored XML of one element, if any.
     async fn private_item(
         &self,
-        bare_jid: &str,
+        user: &Jid,
         namespace: &str,
         name: &str,
     ) -> Result<Option<String>, StoreError>;
@@ -42,12 +42,12 @@ pub trait PrivateStore: Send + Sync + std::fmt::Debug {
     /// `Ok(false)`.
     async fn put_private(
         &self,
-        bare_jid: &str,
+        user: &Jid,
         items: &[PrivateItem],
         quota: u64,
     ) -> Result<bool, StoreError>;
     /// Deletes every item of the account (account removal); no error if none.
-    async fn delete_user(&self, bare_jid: &str) -> Result<(), StoreError>;
+    async fn delete_user(&self, user: &Jid) -> Result<(), StoreError>;
 }
 
 /// The conformance suite every [`PrivateStore`] backend runs: invoke it once
@@ -78,9 +78,13 @@ pub mod conformance {
         }
     }
 
+    fn j(s: &str) -> Jid {
+        Jid::parse(s).unwrap()
+    }
+
     /// Runs every check against an empty store.
     pub async fn run(store: &dyn PrivateStore) {
-        let a = "a@example.org";
+        let a = &j("a@example.org");
         let q = 1000;
         assert_eq!(store.private_item(a, "urn:x", "p").await.unwrap(), None);
         let p1 = "<p xmlns='urn:x'>1 &amp; ü</p>";
@@ -180,7 +184,7 @@ pub mod conformance {
                 .unwrap()
         );
         // Accounts are separate, also for the quota.
-        let b = "b@example.org";
+        let b = &j("b@example.org");
         assert_eq!(store.private_item(b, "urn:x", "p").await.unwrap(), None);
         assert!(
             store
@@ -269,7 +273,7 @@ impl Module for Private {
             }
             let mut q = Element::new_static("query", ns::PRIVATE);
             for c in children {
-                match store.private_item(me.as_str(), c.ns(), c.name()).await {
+                match store.private_item(&me, c.ns(), c.name()).await {
                     Ok(Some(xml)) => match parse_stored(&xml) {
                         Ok(el) => q.push_child(el),
                         Err(e) => return Some(Err(e)),
@@ -293,10 +297,7 @@ impl Module for Private {
             items.push(item);
         }
         Some(
-            match store
-                .put_private(me.as_str(), &items, self.max_bytes as u64)
-                .await
-            {
+            match store.put_private(&me, &items, self.max_bytes as u64).await {
                 Ok(true) => Ok(None),
                 Ok(false) => Err(StanzaError::policy_violation().with_text(format!(
                     "private XML storage is limited to {} bytes per account",

@@ -64,22 +64,21 @@ impl Module for Register {
             if !self.removal {
                 return Some(Err(StanzaError::not_allowed()));
             }
-            // The account's vCard, private XML and last activity go with it.
-            return Some(
-                match ctx.sessions.stores().delete_account(me.as_str()).await {
-                    Ok(_) => {
-                        info!(account = %me, "account removed in-band");
-                        // §3.2: every session of the account ends with <not-authorized/>,
-                        // once this result has been queued.
-                        ctx.after_reply(After::CloseAccount(
-                            me.clone(),
-                            StreamError::new("not-authorized").with_text("account removed"),
-                        ));
-                        Ok(None)
-                    }
-                    Err(e) => Err(store_error(e)),
-                },
-            );
+            // The account's roster, offline messages, vCard, private XML and
+            // last activity go with it.
+            return Some(match ctx.sessions.stores().delete_account(&me).await {
+                Ok(_) => {
+                    info!(account = %me, "account removed in-band");
+                    // §3.2: every session of the account ends with <not-authorized/>,
+                    // once this result has been queued.
+                    ctx.after_reply(After::CloseAccount(
+                        me.clone(),
+                        StreamError::new("not-authorized").with_text("account removed"),
+                    ));
+                    Ok(None)
+                }
+                Err(e) => Err(store_error(e)),
+            });
         }
         // §3.3: password change.
         if !self.password_change {

@@ -8,7 +8,7 @@
 
 use async_trait::async_trait;
 use rookery_core::users::StoreError;
-use rookery_core::{Stanza, StanzaError};
+use rookery_core::{Jid, Stanza, StanzaError};
 use rookery_xml::{Element, ns};
 use tracing::warn;
 
@@ -18,12 +18,12 @@ use super::{IqContext, IqResult, Module, Spec, Target, parse_stored};
 #[async_trait]
 pub trait VCardStore: Send + Sync + std::fmt::Debug {
     /// The stored vCard of an account (canonical XML of `<vCard/>`), if any.
-    async fn vcard(&self, bare_jid: &str) -> Result<Option<String>, StoreError>;
+    async fn vcard(&self, user: &Jid) -> Result<Option<String>, StoreError>;
     /// Stores an account's vCard, replacing any previous one (XEP-0054 §3.2:
     /// there are no partial updates).
-    async fn set_vcard(&self, bare_jid: &str, xml: &str) -> Result<(), StoreError>;
+    async fn set_vcard(&self, user: &Jid, xml: &str) -> Result<(), StoreError>;
     /// Deletes the account's vCard (account removal); no error if none.
-    async fn delete_user(&self, bare_jid: &str) -> Result<(), StoreError>;
+    async fn delete_user(&self, user: &Jid) -> Result<(), StoreError>;
 }
 
 /// The conformance suite every [`VCardStore`] backend runs: invoke it once per
@@ -46,9 +46,13 @@ macro_rules! vcard_store_conformance {
 pub mod conformance {
     use super::*;
 
+    fn j(s: &str) -> Jid {
+        Jid::parse(s).unwrap()
+    }
+
     /// Runs every check against an empty store.
     pub async fn run(store: &dyn VCardStore) {
-        let a = "a@example.org";
+        let (a, b) = (&j("a@example.org"), &j("b@example.org"));
         assert_eq!(store.vcard(a).await.unwrap(), None);
         let v1 = "<vCard xmlns='vcard-temp'><FN>Änne &amp; Bob</FN></vCard>";
         store.set_vcard(a, v1).await.unwrap();
@@ -62,19 +66,16 @@ pub mod conformance {
             "<vCard xmlns='vcard-temp'><PHOTO><BINVAL>{}</BINVAL></PHOTO></vCard>",
             "A".repeat(60_000)
         );
-        store.set_vcard("b@example.org", &big).await.unwrap();
-        assert_eq!(
-            store.vcard("b@example.org").await.unwrap().as_deref(),
-            Some(big.as_str())
-        );
+        store.set_vcard(b, &big).await.unwrap();
+        assert_eq!(store.vcard(b).await.unwrap().as_deref(), Some(big.as_str()));
         // Accounts and domains are separate.
-        assert_eq!(store.vcard("a@example.com").await.unwrap(), None);
+        assert_eq!(store.vcard(&j("a@example.com")).await.unwrap(), None);
         store.delete_user(a).await.unwrap();
         assert_eq!(store.vcard(a).await.unwrap(), None);
-        assert!(store.vcard("b@example.org").await.unwrap().is_some());
+        assert!(store.vcard(b).await.unwrap().is_some());
         // Deleting what is not there is not an error.
         store.delete_user(a).await.unwrap();
-        store.delete_user("nobody@example.org").await.unwrap();
+        store.delete_user(&j("nobody@example.org")).await.unwrap();
     }
 }
 
@@ -119,7 +120,7 @@ impl Module for VCard {
         let get = stanza.stanza_type() == Some("get");
         Some(match (ctx.target(stanza), get) {
             // §3.1: one's own vCard; none yet is an empty <vCard/>.
-            (Target::Own(me), true) => match store.vcard(me.as_str()).await {
+            (Target::Own(me), true) => match store.vcard(&me).await {
                 Ok(Some(xml)) => parse_stored(&xml).map(Some),
                 Ok(None) => Ok(Some(empty())),
                 Err(e) => Err(unavailable(e)),
@@ -134,7 +135,7 @@ impl Module for VCard {
                     ))));
                 }
                 store
-                    .set_vcard(me.as_str(), &xml)
+                    .set_vcard(&me, &xml)
                     .await
                     .map(|()| None)
                     .map_err(unavailable)
@@ -142,7 +143,7 @@ impl Module for VCard {
             // §3.3: another account's vCard, answered on its behalf. No vCard
             // gets the same <service-unavailable/> as no account (which the
             // router answers before any module), against directory harvesting.
-            (Target::Other(who), true) => match store.vcard(who.as_str()).await {
+            (Target::Other(who), true) => match store.vcard(&who).await {
                 Ok(Some(xml)) => parse_stored(&xml).map(Some),
                 Ok(None) => Err(StanzaError::service_unavailable()),
                 Err(e) => Err(unavailable(e)),
