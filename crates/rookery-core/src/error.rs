@@ -41,6 +41,8 @@ pub struct StanzaError {
     pub condition: &'static str,
     /// Optional human-readable text (§8.3.2).
     pub text: Option<String>,
+    /// Optional application-specific condition (§8.3.2), as (name, namespace).
+    pub app: Option<(&'static str, &'static str)>,
 }
 
 macro_rules! conditions {
@@ -49,7 +51,7 @@ macro_rules! conditions {
             $(
                 $(#[$m])*
                 pub fn $fn() -> StanzaError {
-                    StanzaError { error_type: ErrorType::$ty, condition: $cond, text: None }
+                    StanzaError { error_type: ErrorType::$ty, condition: $cond, text: None, app: None }
                 }
             )*
         }
@@ -98,6 +100,7 @@ impl StanzaError {
             error_type: ErrorType::Modify,
             condition: "bad-request",
             text: Some(text.to_owned()),
+            app: None,
         }
     }
 
@@ -107,6 +110,7 @@ impl StanzaError {
             error_type: ErrorType::Modify,
             condition: "jid-malformed",
             text: Some(text.to_owned()),
+            app: None,
         }
     }
 
@@ -114,6 +118,13 @@ impl StanzaError {
     #[must_use]
     pub fn with_text(mut self, text: impl Into<String>) -> StanzaError {
         self.text = Some(text.into());
+        self
+    }
+
+    /// Adds an application-specific condition element (RFC 6120 §8.3.2).
+    #[must_use]
+    pub fn with_app(mut self, name: &'static str, ns: &'static str) -> StanzaError {
+        self.app = Some((name, ns));
         self
     }
 
@@ -127,6 +138,9 @@ impl StanzaError {
             text.set_attr_ns("lang", ns::XML, "en");
             text.push_text(t.clone());
             e.push_child(text);
+        }
+        if let Some((name, ns)) = self.app {
+            e.push_child(Element::new_static(name, ns));
         }
         e
     }
@@ -150,6 +164,7 @@ impl StanzaError {
             error_type,
             condition,
             text: e.child("text", ns::STANZAS).map(|t| t.text()),
+            app: None,
         })
     }
 }

@@ -5,6 +5,7 @@
 //! kept in a fixed number of shards, each behind its own short-held lock, so
 //! that routing lookups on different users do not contend.
 
+pub mod blocking;
 pub mod modules;
 pub mod offline;
 mod presence;
@@ -99,6 +100,8 @@ struct Resource {
     last_presence: Option<Arc<Element>>,
     /// Where it sent directed presence (RFC 6121 §4.6), to be told when it leaves.
     directed: Vec<Jid>,
+    /// The resource requested the block list (XEP-0191 §3.3 pushes).
+    blocklist_interested: bool,
     /// The status text of its last unavailable presence, until it is
     /// available again (for XEP-0012).
     last_status: Option<String>,
@@ -118,6 +121,8 @@ pub struct Stores {
     pub roster: Arc<dyn roster::RosterStore>,
     /// Offline messages (XEP-0160).
     pub offline: Arc<dyn offline::OfflineStore>,
+    /// Block lists (XEP-0191).
+    pub blocklist: Arc<dyn blocking::BlocklistStore>,
     /// XEP-0054 vCards.
     pub vcards: Arc<dyn VCardStore>,
     /// XEP-0049 private XML.
@@ -134,6 +139,7 @@ impl Stores {
     pub async fn delete_account(&self, user: &Jid) -> Result<bool, StoreError> {
         self.roster.delete_user(user).await?;
         self.offline.delete_user(user).await?;
+        self.blocklist.delete_user(user).await?;
         self.vcards.delete_user(user).await?;
         self.private.delete_user(user).await?;
         self.last_activity.delete_user(user).await?;
@@ -151,6 +157,9 @@ pub struct LocalSessions {
     modules: Modules,
     shards: Vec<Shard>,
     hasher: std::collections::hash_map::RandomState,
+    /// Block lists of accounts with online resources (XEP-0191), so that
+    /// routing checks them without a store round trip.
+    blocklists: std::sync::Mutex<HashMap<Jid, Arc<Vec<Jid>>>>,
     started: Instant,
 }
 
@@ -173,6 +182,7 @@ impl LocalSessions {
             modules: Modules::new(modules, scram_iterations, roster_limits),
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: Default::default(),
+            blocklists: Default::default(),
             started: Instant::now(),
         })
     }
@@ -318,6 +328,84 @@ impl LocalSessions {
         }
         if let Err(e) = self.stores.offline.remove(&bare, &done).await {
             warn!(error = %e, "delivered offline messages could not be removed");
+        }
+    }
+
+    fn is_online(&self, bare: &Jid) -> bool {
+        self.shard(bare)
+            .read()
+            .map(|m| m.contains_key(bare))
+            .unwrap_or(false)
+    }
+
+    /// The block list of an account (XEP-0191), cached while it is online.
+    pub(crate) async fn blocklist_of(&self, user: &Jid) -> Arc<Vec<Jid>> {
+        if let Ok(cache) = self.blocklists.lock()
+            && let Some(l) = cache.get(user)
+        {
+            return l.clone();
+        }
+        let list = match self.stores.blocklist.blocklist(user).await {
+            Ok(l) => Arc::new(l),
+            Err(e) => {
+                warn!(error = %e, "block list unavailable");
+                return Arc::new(Vec::new());
+            }
+        };
+        if self.is_online(user)
+            && let Ok(mut cache) = self.blocklists.lock()
+        {
+            cache.insert(user.clone(), list.clone());
+        }
+        list
+    }
+
+    /// True if `user` blocks the address `addr` (XEP-0191 §6 matching).
+    pub(crate) async fn blocks(&self, user: &Jid, addr: &Jid) -> bool {
+        let list = self.blocklist_of(user).await;
+        !list.is_empty() && blocking::is_blocked(&list, addr)
+    }
+
+    /// Reloads a changed block list into the cache.
+    pub(crate) async fn blocklist_changed(&self, user: &Jid) {
+        if let Ok(mut cache) = self.blocklists.lock() {
+            cache.remove(user);
+        }
+        self.blocklist_of(user).await;
+    }
+
+    /// Marks a resource as interested in block list pushes.
+    pub(crate) fn set_blocklist_interested(&self, jid: &Jid) {
+        self.with_resource(jid, |r| r.blocklist_interested = true);
+    }
+
+    /// XEP-0191 §3.3–§3.5: pushes a block or unblock to the interested resources.
+    pub(crate) fn push_blocklist(&self, user: &Jid, kind: &'static str, jids: &[Jid]) {
+        let targets: Vec<(Jid, Arc<dyn ClientLink>)> = match self.shard(user).read() {
+            Ok(m) => m
+                .get(user)
+                .map(|rs| {
+                    rs.iter()
+                        .filter(|r| r.blocklist_interested)
+                        .map(|r| (r.jid.clone(), r.link.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Err(_) => return,
+        };
+        for (to, link) in targets {
+            let mut b = Element::new_static(kind, blocking::NS);
+            for j in jids {
+                b.push_child(
+                    Element::new_static("item", blocking::NS).with_attr("jid", j.as_str()),
+                );
+            }
+            let iq = Element::new_static("iq", rookery_xml::ns::CLIENT)
+                .with_attr("type", "set")
+                .with_attr("id", new_id())
+                .with_attr("to", to.as_str())
+                .with_child(b);
+            let _ = self.push(&link, Arc::new(iq));
         }
     }
 
@@ -565,6 +653,9 @@ impl LocalSessions {
                 modules::After::Deliver(to, el) => self.reply(&to, el),
                 modules::After::PushRoster(user, change, v) => self.push_roster(&user, &change, v),
                 modules::After::Route(from, st) => Box::pin(self.route(&from, st)).await,
+                modules::After::PushBlocklist(user, kind, jids) => {
+                    self.push_blocklist(&user, kind, &jids)
+                }
             }
         }
     }
@@ -579,6 +670,18 @@ impl LocalSessions {
     /// RFC 6120 §10.5: a stanza for a local account.
     async fn route_local(&self, from: &Jid, stanza: Stanza, to: Jid) {
         let bare = to.to_bare();
+        // XEP-0191 §3.3: the recipient blocks the sender — appear offline.
+        if from.to_bare() != bare && self.blocks(&bare, from).await {
+            let answer = match stanza.kind() {
+                StanzaKind::Message => !stanza.is_error(),
+                StanzaKind::Iq => stanza.is_iq_request(),
+                StanzaKind::Presence => false,
+            };
+            if answer {
+                self.reply_error(from, &stanza, StanzaError::service_unavailable());
+            }
+            return;
+        }
         if to.resource().is_some() {
             match self.deliver_full(&to, stanza.shared()) {
                 Ok(()) => return,
@@ -673,6 +776,7 @@ impl SessionService for LocalSessions {
                 interested: false,
                 last_presence: None,
                 directed: Vec::new(),
+                blocklist_interested: false,
                 last_status: None,
             };
             match existing {
@@ -717,6 +821,9 @@ impl SessionService for LocalSessions {
                 }
                 if rs.is_empty() {
                     shard.remove(&bare);
+                    if let Ok(mut cache) = self.blocklists.lock() {
+                        cache.remove(&bare);
+                    }
                 }
             }
             (removed, offline_now)
@@ -747,6 +854,16 @@ impl SessionService for LocalSessions {
             }
             Some(to) => to.clone(),
         };
+        // XEP-0191 §3.3: nothing goes to a JID the sender blocks.
+        if self.blocks(&from.to_bare(), &to).await {
+            if !stanza.is_error() && stanza.kind() != StanzaKind::Presence {
+                let mut err =
+                    StanzaError::not_acceptable().with_app("blocked", blocking::NS_ERRORS);
+                err.error_type = rookery_core::ErrorType::Cancel;
+                self.reply_error(from, &stanza, err);
+            }
+            return;
+        }
         if presence::is_presence(&stanza) {
             self.outbound_presence(from, stanza).await;
             return;

@@ -80,6 +80,10 @@ impl LocalSessions {
         let Some(from) = el.attr("from").and_then(|f| Jid::parse(f).ok()) else {
             return;
         };
+        // XEP-0191 §3.3: presence from a blocked JID is dropped without a word.
+        if self.blocks(&to.to_bare(), &from).await {
+            return;
+        }
         let kind = el.attr("type").map(str::to_owned);
         match kind.as_deref() {
             Some(t) if is_subscription_type(t) => {
@@ -125,9 +129,13 @@ impl LocalSessions {
                 return;
             }
         };
-        // To every contact with a subscription from (§4.2.2, §4.4.2, §4.5.2).
+        // To every contact with a subscription from (§4.2.2, §4.4.2, §4.5.2),
+        // unless blocked (XEP-0191 §3.3).
+        let blocked = self.blocklist_of(&user).await;
         for item in &roster.items {
-            if matches!(item.subscription, Subscription::From | Subscription::Both) {
+            if matches!(item.subscription, Subscription::From | Subscription::Both)
+                && !crate::blocking::is_blocked(&blocked, &item.jid)
+            {
                 self.deliver_presence(&item.jid, readdress(stanza.element(), from, &item.jid))
                     .await;
             }
@@ -167,6 +175,39 @@ impl LocalSessions {
                 self.deliver_presence(&to, readdress(stanza.element(), from, &to))
                     .await;
             }
+        }
+    }
+
+    /// XEP-0191 §3.3: newly blocked JIDs that could see the user's presence
+    /// get unavailable presence from each available resource.
+    pub(crate) async fn appear_offline_to(&self, user: &Jid, jids: &[Jid]) {
+        let current = self.current_presence(user);
+        if current.is_empty() {
+            return;
+        }
+        for j in jids {
+            let sees = matches!(
+                self.roster_item(user, &j.to_bare()).await,
+                Some(i) if matches!(i.subscription, Subscription::From | Subscription::Both)
+            );
+            if sees {
+                for (full, _) in &current {
+                    let el = presence(Some("unavailable"), full, j);
+                    Box::pin(self.inbound_presence_unchecked(j, el)).await;
+                }
+            }
+        }
+    }
+
+    /// Delivers presence to a local account without the sender's block check
+    /// (the block itself is what is being announced).
+    async fn inbound_presence_unchecked(&self, to: &Jid, el: Element) {
+        if to.domain() != self.domain() || to.node().is_none() {
+            return;
+        }
+        let el = Arc::new(el);
+        for link in self.available_links_of(&to.to_bare()) {
+            let _ = self.push_link(&link, el.clone());
         }
     }
 

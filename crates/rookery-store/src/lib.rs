@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use rookery_core::users::StoreError;
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod blocking;
 mod last;
 mod offline;
 mod private;
@@ -33,6 +34,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("accounts-1", users::SCHEMA_1),
     ("roster-1", roster::SCHEMA_1),
     ("offline-1", offline::SCHEMA_1),
+    ("blocklist-1", blocking::SCHEMA_1),
     ("vcards-1", vcard::SCHEMA_1),
     ("private-xml-1", private::SCHEMA_1),
     ("last-activity-1", last::SCHEMA_1),

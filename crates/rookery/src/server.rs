@@ -61,6 +61,7 @@ pub fn stores(store: &SqliteStore) -> Stores {
         users: Arc::new(store.clone()),
         roster: Arc::new(store.clone()),
         offline: Arc::new(store.clone()),
+        blocklist: Arc::new(store.clone()),
         vcards: Arc::new(store.clone()),
         private: Arc::new(store.clone()),
         last_activity: Arc::new(store.clone()),

@@ -1,6 +1,7 @@
 //! Server modules: one module per XEP, each declaring what it implements so
 //! that disco#info features and `docs/xeps.md` come from the code.
 
+mod blocking;
 mod disco;
 pub mod last;
 mod ping;
@@ -80,6 +81,8 @@ pub enum After {
     PushRoster(Jid, crate::roster::RosterChange, u64),
     /// Route a stanza as if sent by this session.
     Route(Jid, Stanza),
+    /// Push a block list change (XEP-0191) to the interested resources.
+    PushBlocklist(Jid, &'static str, Vec<Jid>),
 }
 
 impl IqContext<'_> {
@@ -192,6 +195,7 @@ impl Modules {
             }));
         }
         modules.push(Box::new(roster::RosterModule { limits: roster }));
+        modules.push(Box::new(blocking::Blocking));
         if config.password_change || config.account_removal {
             modules.push(Box::new(register::Register {
                 password_change: config.password_change,

@@ -64,8 +64,8 @@ impl Module for Register {
             if !self.removal {
                 return Some(Err(StanzaError::not_allowed()));
             }
-            // The account's roster, offline messages, vCard, private XML and
-            // last activity go with it.
+            // The account's roster, offline messages, block list, vCard,
+            // private XML and last activity go with it.
             return Some(match ctx.sessions.stores().delete_account(&me).await {
                 Ok(_) => {
                     info!(account = %me, "account removed in-band");
