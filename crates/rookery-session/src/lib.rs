@@ -15,17 +15,21 @@ pub mod roster;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rookery_core::metrics::Metrics;
 use rookery_core::{
     BindError, BindRequest, ClientLink, DeliverError, Jid, SessionService, Stanza, StanzaError,
-    StanzaKind, StreamError, UserStore, new_id,
+    StanzaKind, StoreError, StreamError, UserStore, new_id,
 };
 use rookery_xml::Element;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
+pub use crate::modules::last::{LastActivity, LastActivityStore};
+pub use crate::modules::private::{PrivateItem, PrivateStore};
+pub use crate::modules::vcard::VCardStore;
 use crate::modules::{Modules, ModulesConfig};
 
 /// RFC 6120 §7.7.2.2: what to do when a client binds a resource already in use.
@@ -101,6 +105,9 @@ struct Resource {
     blocklist_interested: bool,
     /// XEP-0280: the resource enabled carbons.
     carbons: bool,
+    /// The status text of its last unavailable presence, until it is
+    /// available again (for XEP-0012).
+    last_status: Option<String>,
 }
 
 type Shard = RwLock<HashMap<Jid, Vec<Resource>>>;
@@ -119,6 +126,28 @@ pub struct Stores {
     pub offline: Arc<dyn offline::OfflineStore>,
     /// Block lists (XEP-0191).
     pub blocklist: Arc<dyn blocking::BlocklistStore>,
+    /// XEP-0054 vCards.
+    pub vcards: Arc<dyn VCardStore>,
+    /// XEP-0049 private XML.
+    pub private: Arc<dyn PrivateStore>,
+    /// XEP-0012 last activity.
+    pub last_activity: Arc<dyn LastActivityStore>,
+}
+
+impl Stores {
+    /// Deletes an account and everything stored for it (XEP-0077 §3.2,
+    /// `rookery user del`); returns whether the account existed. The per-user
+    /// data goes first, so that a failure leaves an account that can be
+    /// deleted again rather than data without an account.
+    pub async fn delete_account(&self, user: &Jid) -> Result<bool, StoreError> {
+        self.roster.delete_user(user).await?;
+        self.offline.delete_user(user).await?;
+        self.blocklist.delete_user(user).await?;
+        self.vcards.delete_user(user).await?;
+        self.private.delete_user(user).await?;
+        self.last_activity.delete_user(user).await?;
+        self.users.delete(user.as_str()).await
+    }
 }
 
 /// In-process session service.
@@ -134,6 +163,7 @@ pub struct LocalSessions {
     /// Block lists of accounts with online resources (XEP-0191), so that
     /// routing checks them without a store round trip.
     blocklists: std::sync::Mutex<HashMap<Jid, Arc<Vec<Jid>>>>,
+    started: Instant,
 }
 
 impl LocalSessions {
@@ -156,6 +186,7 @@ impl LocalSessions {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: Default::default(),
             blocklists: Default::default(),
+            started: Instant::now(),
         })
     }
 
@@ -172,6 +203,19 @@ impl LocalSessions {
     /// Every store.
     pub fn stores(&self) -> &Stores {
         &self.stores
+    }
+
+    /// Time since the service started (XEP-0012 §5).
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// True if a resource of the account sent available presence.
+    pub fn has_available_resource(&self, bare: &Jid) -> bool {
+        self.shard(bare).read().is_ok_and(|m| {
+            m.get(bare)
+                .is_some_and(|rs| rs.iter().any(|r| r.presence.is_some()))
+        })
     }
 
     /// Closes every session of an account with a stream error.
@@ -781,6 +825,7 @@ impl SessionService for LocalSessions {
                 directed: Vec::new(),
                 blocklist_interested: false,
                 carbons: false,
+                last_status: None,
             };
             match existing {
                 Some(i) => Some(std::mem::replace(&mut rs[i], new)),
@@ -803,18 +848,24 @@ impl SessionService for LocalSessions {
 
     async fn unbind(&self, jid: &Jid, conn_id: u64) {
         let bare = jid.to_bare();
-        let removed = {
+        let (removed, offline_now) = {
             let Ok(mut shard) = self.shard(&bare).write() else {
                 return;
             };
             let mut removed = None;
+            let mut offline_now = false;
             if let Some(rs) = shard.get_mut(&bare) {
                 if let Some(i) = rs
                     .iter()
                     .position(|r| r.jid == *jid && r.conn_id == conn_id)
                 {
-                    removed = Some(rs.remove(i));
+                    let r = rs.remove(i);
                     self.metrics.sessions.dec();
+                    // XEP-0012 §3: the account's last session, or its last
+                    // available resource, is gone.
+                    offline_now = rs.is_empty()
+                        || (r.presence.is_some() && !rs.iter().any(|r| r.presence.is_some()));
+                    removed = Some(r);
                 }
                 if rs.is_empty() {
                     shard.remove(&bare);
@@ -823,12 +874,16 @@ impl SessionService for LocalSessions {
                     }
                 }
             }
-            removed
+            (removed, offline_now)
         };
         if let Some(r) = removed {
+            let status = r.last_status.unwrap_or_default();
             // RFC 6121 §4.5.2: gone without unavailable presence.
             self.went_offline(jid, r.presence.is_some(), r.directed)
                 .await;
+            if offline_now {
+                modules::last::record(&self.stores, &bare, status).await;
+            }
         }
     }
 

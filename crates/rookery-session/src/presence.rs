@@ -119,6 +119,9 @@ impl LocalSessions {
             available.then_some(priority),
             Some(Arc::new(stanza.element().clone())),
         );
+        // XEP-0012 §3: when the account was last seen, and what it said.
+        self.last_activity_presence(from, stanza.element(), available, was_available)
+            .await;
         let roster = match self.stores().roster.roster(&user).await {
             Ok(r) => r,
             Err(e) => {

@@ -1,7 +1,10 @@
 //! The embedded store: SQLite (bundled), one file under the data directory.
 //!
-//! It implements the storage traits that the features define (today
-//! [`UserStore`]). SQLite was chosen over an embedded key-value engine because
+//! It implements the storage traits that the features define: [`UserStore`]
+//! (accounts), and the per-user stores of `rookery-session`
+//! ([`rookery_session::VCardStore`], [`rookery_session::PrivateStore`],
+//! [`rookery_session::LastActivityStore`]), each in its own module with its
+//! own schema steps. SQLite was chosen over an embedded key-value engine because
 //! rosters, archives and rooms are relational and range-queried (MAM paging),
 //! and because an operator can open the file with the `sqlite3` shell; see
 //! `docs/decisions/0002-embedded-store.md`.
@@ -17,9 +20,12 @@ use rookery_core::users::StoreError;
 use rusqlite::{Connection, OptionalExtension, params};
 
 mod blocking;
+mod last;
 mod offline;
+mod private;
 mod roster;
 mod users;
+mod vcard;
 
 /// Schema steps of every feature, applied once each in this order and
 /// recorded in `schema_migrations`. A feature appends its own steps; a step is
@@ -29,6 +35,9 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("roster-1", roster::SCHEMA_1),
     ("offline-1", offline::SCHEMA_1),
     ("blocklist-1", blocking::SCHEMA_1),
+    ("vcards-1", vcard::SCHEMA_1),
+    ("private-xml-1", private::SCHEMA_1),
+    ("last-activity-1", last::SCHEMA_1),
 ];
 
 /// Seconds since the Unix epoch.

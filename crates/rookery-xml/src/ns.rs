@@ -43,6 +43,12 @@ pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
 pub const SASL_CB: &str = "urn:xmpp:sasl-cb:0";
 /// XEP-0004: data forms.
 pub const DATA_FORMS: &str = "jabber:x:data";
+/// XEP-0054: vcard-temp.
+pub const VCARD: &str = "vcard-temp";
+/// XEP-0049: private XML storage.
+pub const PRIVATE: &str = "jabber:iq:private";
+/// XEP-0012: last activity.
+pub const LAST: &str = "jabber:iq:last";
 /// RFC 6121 §2: roster.
 pub const ROSTER: &str = "jabber:iq:roster";
 /// RFC 7395 §3.3: WebSocket framing.
@@ -68,6 +74,9 @@ const KNOWN: &[&str] = &[
     REGISTER_FEATURE,
     SASL_CB,
     DATA_FORMS,
+    VCARD,
+    PRIVATE,
+    LAST,
     ROSTER,
     FRAMING,
     "http://jabber.org/protocol/chatstates",

@@ -9,6 +9,7 @@ use rookery_core::UserStore;
 use rookery_core::users::StoreError;
 use rookery_jid::Jid;
 use rookery_sasl::StoredCredentials;
+use rookery_session::Stores;
 
 use crate::config::Config;
 
@@ -77,10 +78,10 @@ pub async fn passwd(
     }
 }
 
-/// `user del`
-pub async fn delete(config: &Config, store: &dyn UserStore, jid: &str) -> anyhow::Result<()> {
+/// `user del`: the account and everything stored for it.
+pub async fn delete(config: &Config, stores: &Stores, jid: &str) -> anyhow::Result<()> {
     let jid = account_jid(config, jid)?;
-    if !store.delete(jid.as_str()).await? {
+    if !stores.delete_account(&jid).await? {
         bail!("{jid} does not exist");
     }
     Ok(())

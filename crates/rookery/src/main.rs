@@ -123,7 +123,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     );
                 }
                 UserCommand::Del { jid } => {
-                    admin::delete(&config, &store, &jid).await?;
+                    admin::delete(&config, &server::stores(&store), &jid).await?;
                     println!("deleted {}", admin::account_jid(&config, &jid)?);
                 }
                 UserCommand::List => {

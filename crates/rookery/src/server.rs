@@ -55,6 +55,19 @@ pub fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
     SqliteStore::open(&path).with_context(|| format!("opening the store at {}", path.display()))
 }
 
+/// Every feature store, all backed by the embedded store.
+pub fn stores(store: &SqliteStore) -> Stores {
+    Stores {
+        users: Arc::new(store.clone()),
+        roster: Arc::new(store.clone()),
+        offline: Arc::new(store.clone()),
+        blocklist: Arc::new(store.clone()),
+        vcards: Arc::new(store.clone()),
+        private: Arc::new(store.clone()),
+        last_activity: Arc::new(store.clone()),
+    }
+}
+
 /// Reads (or creates) the per-installation secret, used to keep SASL
 /// answers for unknown users stable across restarts (no user enumeration).
 fn server_secret(dir: &Path) -> anyhow::Result<[u8; 32]> {
@@ -105,20 +118,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.server.scram_iterations,
     );
 
-    let store = Arc::new(open_store(&config)?);
-    let users: Arc<dyn UserStore> = store.clone();
+    let stores = stores(&open_store(&config)?);
+    let users: Arc<dyn UserStore> = stores.users.clone();
     let metrics = Metrics::new();
     let sessions = LocalSessions::new(
         &domain,
         config.session.clone(),
         config.modules.clone(),
         config.server.scram_iterations,
-        Stores {
-            users: users.clone(),
-            roster: store.clone(),
-            offline: store.clone(),
-            blocklist: store.clone(),
-        },
+        stores,
         metrics.clone(),
     );
     let cert = match (&config.tls.cert, &config.tls.key) {

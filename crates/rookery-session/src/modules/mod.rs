@@ -4,14 +4,19 @@
 mod blocking;
 mod carbons;
 mod disco;
+pub mod last;
 mod ping;
+pub mod private;
 mod register;
 mod roster;
 mod time;
+pub mod vcard;
 pub(crate) use time::xep0082_now;
 mod version;
 
 use rookery_core::{Jid, Stanza, StanzaError};
+use rookery_xml::{Limits, Parser};
+use tracing::warn;
 
 use crate::LocalSessions;
 use rookery_xml::Element;
@@ -88,6 +93,43 @@ impl IqContext<'_> {
             v.push(action);
         }
     }
+
+    /// Whose data an iq is about: the sender's own account when it has no
+    /// 'to' (RFC 6120 §10.3.3) or is sent to the sender's bare JID, another
+    /// account when sent to its bare JID, else the server itself.
+    pub(crate) fn target(&self, stanza: &Stanza) -> Target {
+        let me = self.from.to_bare();
+        match (stanza.to(), self.account) {
+            (None, _) => Target::Own(me),
+            (Some(_), Some(a)) if *a == me => Target::Own(me),
+            (Some(_), Some(a)) => Target::Other(a.clone()),
+            (Some(_), None) => Target::Server,
+        }
+    }
+}
+
+/// See [`IqContext::target`].
+#[derive(Debug)]
+pub(crate) enum Target {
+    /// The sender's own account (bare JID).
+    Own(Jid),
+    /// Another local account (bare JID), answered on its behalf.
+    Other(Jid),
+    /// The server domain.
+    Server,
+}
+
+/// Parses XML a module stored (its canonical serialization of an element);
+/// a stored value that no longer parses is an internal error.
+pub(crate) fn parse_stored(xml: &str) -> Result<Element, StanzaError> {
+    let limits = Limits {
+        max_stanza_bytes: Limits::default().max_stanza_bytes.max(xml.len() + 1),
+        ..Limits::default()
+    };
+    Parser::parse_fragment(xml.as_bytes(), limits).map_err(|e| {
+        warn!(error = %e, "stored XML does not parse");
+        StanzaError::internal_server_error()
+    })
 }
 
 /// `[modules]` section of the configuration.
@@ -103,6 +145,10 @@ pub struct ModulesConfig {
     pub password_change: bool,
     /// XEP-0077 §3.2: let users delete their account in-band.
     pub account_removal: bool,
+    /// XEP-0054: largest vCard accepted, in bytes of its XML.
+    pub vcard_max_bytes: usize,
+    /// XEP-0049: bytes of private XML one account may store in all.
+    pub private_max_bytes: usize,
 }
 
 impl Default for ModulesConfig {
@@ -112,6 +158,8 @@ impl Default for ModulesConfig {
             version_os: false,
             password_change: true,
             account_removal: true,
+            vcard_max_bytes: 64 * 1024,
+            private_max_bytes: 1024 * 1024,
         }
     }
 }
@@ -134,6 +182,13 @@ impl Modules {
             Box::new(disco::Disco),
             Box::new(ping::Ping),
             Box::new(time::EntityTime),
+            Box::new(last::Last),
+            Box::new(vcard::VCard {
+                max_bytes: config.vcard_max_bytes,
+            }),
+            Box::new(private::Private {
+                max_bytes: config.private_max_bytes,
+            }),
         ];
         if config.version {
             modules.push(Box::new(version::Version {
@@ -214,6 +269,7 @@ pub fn all_specs() -> Vec<Spec> {
             version_os: true,
             password_change: true,
             account_removal: true,
+            ..ModulesConfig::default()
         },
         4096,
         Default::default(),

@@ -64,17 +64,9 @@ impl Module for Register {
             if !self.removal {
                 return Some(Err(StanzaError::not_allowed()));
             }
-            // Per-user data first, so that nothing is left if the account goes.
-            if let Err(e) = ctx.sessions.stores().roster.delete_user(&me).await {
-                return Some(Err(store_error(e)));
-            }
-            if let Err(e) = ctx.sessions.stores().offline.delete_user(&me).await {
-                return Some(Err(store_error(e)));
-            }
-            if let Err(e) = ctx.sessions.stores().blocklist.delete_user(&me).await {
-                return Some(Err(store_error(e)));
-            }
-            return Some(match ctx.sessions.users().delete(me.as_str()).await {
+            // The account's roster, offline messages, block list, vCard,
+            // private XML and last activity go with it.
+            return Some(match ctx.sessions.stores().delete_account(&me).await {
                 Ok(_) => {
                     info!(account = %me, "account removed in-band");
                     // §3.2: every session of the account ends with <not-authorized/>,
