@@ -115,6 +115,10 @@ struct Conn {
     /// An account was registered in-band on this stream (XEP-0077 §3.1.1).
     registered: bool,
     ping_pending: Option<String>,
+    /// XEP-0352: the client said it is inactive.
+    inactive: bool,
+    /// Stanzas held back while inactive.
+    held: crate::csi::Held,
 }
 
 /// Serves one accepted TCP connection to its end.
@@ -140,6 +144,8 @@ pub(crate) async fn run(c2s: Arc<C2s>, tcp: TcpStream, peer: SocketAddr, direct_
         bind_failures: 0,
         registered: false,
         ping_pending: None,
+        inactive: false,
+        held: Default::default(),
     };
     let end = conn.drive(tcp, direct_tls).await;
     if let Some(jid) = conn.jid.take() {
@@ -400,6 +406,8 @@ impl Conn {
         f.push_child(Element::new_static("bind", ns::BIND));
         // RFC 6121 §2.6.1: roster versioning is supported.
         f.push_child(Element::new_static("ver", "urn:xmpp:features:rosterver"));
+        // XEP-0352 §3.
+        f.push_child(crate::csi::feature());
         if self.c2s.config.legacy_session {
             f.push_child(
                 Element::new_static("session", ns::SESSION)
@@ -719,6 +727,7 @@ impl Conn {
             tokio::select! {
                 _ = shutdown.changed() => {
                     // Flush what is queued, then <system-shutdown/>.
+                    self.release_held();
                     while let Ok(el) = rx.try_recv() {
                         self.push(&el);
                     }
@@ -729,6 +738,7 @@ impl Conn {
                         && let Some(e) = close_rx.borrow_and_update().clone()
                     {
                         // What was queued before the close goes out first.
+                        self.release_held();
                         while let Ok(el) = rx.try_recv() {
                             self.push(&el);
                         }
@@ -736,10 +746,10 @@ impl Conn {
                     }
                 }
                 Some(el) = rx.recv() => {
-                    self.push(&el);
+                    self.outbound(el);
                     for _ in 1..WRITE_BATCH {
                         match rx.try_recv() {
-                            Ok(el) => self.push(&el),
+                            Ok(el) => self.outbound(el),
                             Err(_) => break,
                         }
                     }
@@ -785,8 +795,36 @@ impl Conn {
         self.flush().await
     }
 
+    /// A stanza for the client: written, or held while the client is
+    /// inactive and the stanza can wait (XEP-0352).
+    fn outbound(&mut self, el: Arc<Element>) {
+        if self.inactive && !crate::csi::urgent(&el) {
+            if !self.held.hold(el) {
+                self.release_held();
+            }
+            return;
+        }
+        self.release_held();
+        self.push(&el);
+    }
+
+    /// Writes everything held back, in order.
+    fn release_held(&mut self) {
+        for el in self.held.take() {
+            self.push(&el);
+        }
+    }
+
     /// A first-level element from a bound client.
     async fn client_stanza(&mut self, mut el: Element) -> Result<(), End> {
+        if let Some(active) = crate::csi::state(&el) {
+            // XEP-0352 §4: becoming active flushes what was held.
+            self.inactive = !active;
+            if active {
+                self.release_held();
+            }
+            return Ok(());
+        }
         let Some(kind) = StanzaKind::of(&el) else {
             // RFC 6120 §4.9.3.24: not a stanza and no extension we speak.
             return Err(stream_err(

@@ -12,6 +12,7 @@ pub mod modules;
 pub mod offline;
 mod presence;
 pub mod roster;
+pub mod roster_cache;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
