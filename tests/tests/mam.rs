@@ -525,3 +525,30 @@ async fn preferences_hints_forged_ids_and_offline() {
     assert_eq!(stanza_id(&m, "carol@localhost"), Some(r[0].id.clone()));
     assert!(m.child("delay", "urn:xmpp:delay").is_some());
 }
+
+#[tokio::test]
+async fn account_removal_deletes_the_archive() {
+    let s = TestServer::start().await;
+    s.add_user("alice", "pw").await;
+    s.add_user("bob", "pw").await;
+    let mut alice = online(&s, "alice", "a").await;
+    let mut bob = online(&s, "bob", "b").await;
+    bob.send("<message to='alice@localhost' type='chat' id='x'><body>hi</body></message>")
+        .await;
+    alice.next_message().await;
+    let (r, _) = query(&mut alice, "q", "", "").await;
+    assert_eq!(r.len(), 1);
+    let r = alice
+        .iq("<iq type='set' id='rm'><query xmlns='jabber:iq:register'><remove/></query></iq>")
+        .await;
+    assert_eq!(r.attr("type"), Some("result"));
+    assert_eq!(alice.expect_stream_error().await, "not-authorized");
+    s.add_user("alice", "pw2").await;
+    let mut alice = s.login("alice", "pw2", "new").await;
+    let (r, f) = query(&mut alice, "q2", "", "").await;
+    assert!(r.is_empty(), "{r:?}");
+    assert_eq!(rsm(&f, "count").unwrap().text(), "0");
+    // Bob's side of the conversation is his and stays.
+    let (r, _) = query(&mut bob, "q3", "", "").await;
+    assert_eq!(r.len(), 1);
+}
