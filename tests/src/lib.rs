@@ -106,6 +106,18 @@ impl TestServer {
         c
     }
 
+    /// Logs in (password `pw`), fetches the roster (so that the resource gets
+    /// roster pushes, RFC 6121 §2.1.6) and sends initial presence, as a real
+    /// client does; returns once its own presence came back (§4.2.2).
+    pub async fn online(&self, user: &str, resource: &str) -> RawClient {
+        let mut c = self.login(user, "pw", resource).await;
+        c.iq("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>")
+            .await;
+        c.send("<presence/>").await;
+        c.next_presence().await;
+        c
+    }
+
     /// Fetches a path from the HTTP listener.
     pub async fn http_get(&self, path: &str) -> String {
         let mut s = TcpStream::connect(self.http_addr()).await.unwrap();

@@ -2,19 +2,10 @@
 //! enforcement both ways, unavailable presence to the blocked contact.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use rookery_e2e::{RawClient, TestServer};
+use rookery_e2e::TestServer;
 
 fn xml(e: &rookery_xml::Element) -> String {
     e.to_xml_string()
-}
-
-async fn online(s: &TestServer, user: &str, res: &str) -> RawClient {
-    let mut c = s.login(user, "pw", res).await;
-    c.iq("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>")
-        .await;
-    c.send("<presence/>").await;
-    c.next_presence().await;
-    c
 }
 
 #[tokio::test]
@@ -23,10 +14,10 @@ async fn block_unblock_and_enforcement() {
     for u in ["juliet", "romeo", "tybalt"] {
         s.add_user(u, "pw").await;
     }
-    let mut juliet = online(&s, "juliet", "balcony").await;
-    let mut chamber = online(&s, "juliet", "chamber").await;
-    let mut tybalt = online(&s, "tybalt", "street").await;
-    let mut romeo = online(&s, "romeo", "orchard").await;
+    let mut juliet = s.online("juliet", "balcony").await;
+    let mut chamber = s.online("juliet", "chamber").await;
+    let mut tybalt = s.online("tybalt", "street").await;
+    let mut romeo = s.online("romeo", "orchard").await;
 
     // Tybalt is subscribed to Juliet's presence.
     tybalt
@@ -151,7 +142,7 @@ async fn block_unblock_and_enforcement() {
 async fn domain_block_covers_everyone_there_and_persists() {
     let s = TestServer::start().await;
     s.add_user("juliet", "pw").await;
-    let mut juliet = online(&s, "juliet", "balcony").await;
+    let mut juliet = s.online("juliet", "balcony").await;
     juliet
         .iq("<iq type='set' id='b'><block xmlns='urn:xmpp:blocking'><item jid='example.net'/></block></iq>")
         .await;

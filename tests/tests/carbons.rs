@@ -2,24 +2,17 @@
 //! exact wrapping, eligibility (private, groupchat).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use rookery_e2e::{RawClient, TestServer};
-
-async fn online(s: &TestServer, user: &str, res: &str) -> RawClient {
-    let mut c = s.login(user, "pw", res).await;
-    c.send("<presence/>").await;
-    c.next_presence().await;
-    c
-}
+use rookery_e2e::TestServer;
 
 #[tokio::test]
 async fn received_and_sent_copies() {
     let s = TestServer::start().await;
     s.add_user("juliet", "pw").await;
     s.add_user("romeo", "pw").await;
-    let mut juliet = online(&s, "juliet", "balcony").await;
-    let mut garden = online(&s, "romeo", "garden").await;
-    let mut home = online(&s, "romeo", "home").await;
-    let mut legacy = online(&s, "romeo", "legacy").await; // never enables carbons
+    let mut juliet = s.online("juliet", "balcony").await;
+    let mut garden = s.online("romeo", "garden").await;
+    let mut home = s.online("romeo", "home").await;
+    let mut legacy = s.online("romeo", "legacy").await; // never enables carbons
     for c in [&mut garden, &mut home] {
         let r = c
             .iq("<iq type='set' id='c1'><enable xmlns='urn:xmpp:carbons:2'/></iq>")

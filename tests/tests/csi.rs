@@ -4,22 +4,13 @@
 
 use rookery_e2e::{RawClient, TestServer};
 
-async fn online(s: &TestServer, user: &str, res: &str) -> RawClient {
-    let mut c = s.login(user, "pw", res).await;
-    c.iq("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>")
-        .await;
-    c.send("<presence/>").await;
-    c.next_presence().await;
-    c
-}
-
 #[tokio::test]
 async fn inactive_client_gets_held_stanzas_on_urgent_or_active() {
     let s = TestServer::start().await;
     s.add_user("juliet", "pw").await;
     s.add_user("romeo", "pw").await;
-    let mut juliet = online(&s, "juliet", "balcony").await;
-    let mut romeo = online(&s, "romeo", "phone").await;
+    let mut juliet = s.online("juliet", "balcony").await;
+    let mut romeo = s.online("romeo", "phone").await;
     // Mutual subscription so that presence flows.
     romeo
         .send("<presence to='juliet@localhost' type='subscribe'/>")

@@ -9,13 +9,6 @@ use rookery_xml::Element;
 const MAM: &str = "urn:xmpp:mam:2";
 const RSM: &str = "http://jabber.org/protocol/rsm";
 
-async fn online(s: &TestServer, user: &str, res: &str) -> RawClient {
-    let mut c = s.login(user, "pw", res).await;
-    c.send("<presence/>").await;
-    c.next_presence().await;
-    c
-}
-
 async fn sync(c: &mut RawClient) {
     let r = c
         .iq("<iq type='get' id='sync'><ping xmlns='urn:xmpp:ping'/></iq>")
@@ -126,9 +119,9 @@ async fn archive_paging_filters_and_errors() {
     for u in ["alice", "bob", "carol"] {
         s.add_user(u, "pw").await;
     }
-    let mut alice = online(&s, "alice", "a").await;
-    let mut bob = online(&s, "bob", "b").await;
-    let mut carol = online(&s, "carol", "c").await;
+    let mut alice = s.online("alice", "a").await;
+    let mut bob = s.online("bob", "b").await;
+    let mut carol = s.online("carol", "c").await;
 
     // 25 messages, alternating: even ones Alice → Bob, odd ones Bob → Alice.
     // The recipient's copy carries the stanza-id of the recipient's archive.
@@ -410,9 +403,9 @@ async fn preferences_hints_forged_ids_and_offline() {
     for u in ["alice", "bob", "carol"] {
         s.add_user(u, "pw").await;
     }
-    let mut alice = online(&s, "alice", "a").await;
-    let mut bob = online(&s, "bob", "b").await;
-    let mut carol = online(&s, "carol", "c").await;
+    let mut alice = s.online("alice", "a").await;
+    let mut bob = s.online("bob", "b").await;
+    let mut carol = s.online("carol", "c").await;
 
     // XEP-0441 defaults.
     let p = alice
@@ -531,8 +524,8 @@ async fn account_removal_deletes_the_archive() {
     let s = TestServer::start().await;
     s.add_user("alice", "pw").await;
     s.add_user("bob", "pw").await;
-    let mut alice = online(&s, "alice", "a").await;
-    let mut bob = online(&s, "bob", "b").await;
+    let mut alice = s.online("alice", "a").await;
+    let mut bob = s.online("bob", "b").await;
     bob.send("<message to='alice@localhost' type='chat' id='x'><body>hi</body></message>")
         .await;
     alice.next_message().await;
