@@ -837,6 +837,11 @@ impl Conn {
                     _ => Ok(()),
                 }
             }
+            // Acks before <enable/> are no extension we speak on this stream.
+            "r" | "a" => Err(stream_err(
+                "unsupported-stanza-type",
+                "stream management is not enabled",
+            )),
             _ => {
                 self.push(&sm_failed("unexpected-request"));
                 Ok(())
