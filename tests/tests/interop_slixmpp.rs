@@ -158,3 +158,27 @@ async fn slixmpp_stock_channel_binding() {
     }
     assert!(failed.is_empty(), "stock slixmpp failed with {failed:?}");
 }
+
+/// RFC 6121 and XEP-0280 with stock slixmpp: a subscription handshake
+/// (slixmpp auto-accepts and subscribes back), presence both ways, and
+/// carbons between two resources (tests/interop/slixmpp_im.py).
+#[tokio::test]
+async fn slixmpp_subscriptions_presence_carbons() {
+    let s = server().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/slixmpp_im.py");
+    let mut cmd = Command::new(PYTHON);
+    cmd.arg(script)
+        .args(["--port", &s.addr().port().to_string(), "--password", "pass"]);
+    let out = output(cmd).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "slixmpp_im.py failed ({})\n--- stdout\n{stdout}--- stderr\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("subscriptions: both/both") && stdout.contains("sent carbon"),
+        "{stdout}"
+    );
+}

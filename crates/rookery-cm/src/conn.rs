@@ -137,6 +137,10 @@ struct Conn {
     sm: Sm,
     /// Stanzas from the session side, once bound.
     rx: Option<mpsc::Receiver<Arc<Element>>>,
+    /// XEP-0352: the client said it is inactive.
+    inactive: bool,
+    /// Stanzas held back while inactive.
+    held: crate::csi::Held,
 }
 
 /// Serves one accepted TCP connection to its end.
@@ -164,6 +168,8 @@ pub(crate) async fn run(c2s: Arc<C2s>, tcp: TcpStream, peer: SocketAddr, direct_
         ping_pending: None,
         sm: Sm::default(),
         rx: None,
+        inactive: false,
+        held: Default::default(),
     };
     let end = conn.drive(tcp, direct_tls).await;
     if let Some(jid) = conn.jid.take() {
@@ -441,6 +447,8 @@ impl Conn {
         f.push_child(Element::new_static("sm", NS_SM));
         // RFC 6121 §2.6.1: roster versioning is supported.
         f.push_child(Element::new_static("ver", "urn:xmpp:features:rosterver"));
+        // XEP-0352 §3.
+        f.push_child(crate::csi::feature());
         if self.c2s.config.legacy_session {
             f.push_child(
                 Element::new_static("session", ns::SESSION)
@@ -877,6 +885,7 @@ impl Conn {
 
     /// Writes out what the session side has queued so far.
     fn drain_rx(&mut self) {
+        self.release_held();
         while let Some(el) = self.rx.as_mut().and_then(|r| r.try_recv().ok()) {
             self.push(&el);
         }
@@ -913,10 +922,10 @@ impl Conn {
                     }
                 }
                 Some(el) = recv_opt(&mut self.rx) => {
-                    self.push(&el);
+                    self.outbound(el);
                     for _ in 1..WRITE_BATCH {
                         match self.rx.as_mut().map(|r| r.try_recv()) {
-                            Some(Ok(el)) => self.push(&el),
+                            Some(Ok(el)) => self.outbound(el),
                             _ => break,
                         }
                     }
@@ -970,6 +979,26 @@ impl Conn {
         self.flush().await
     }
 
+    /// A stanza for the client: written, or held while the client is
+    /// inactive and the stanza can wait (XEP-0352).
+    fn outbound(&mut self, el: Arc<Element>) {
+        if self.inactive && !crate::csi::urgent(&el) {
+            if !self.held.hold(el) {
+                self.release_held();
+            }
+            return;
+        }
+        self.release_held();
+        self.push(&el);
+    }
+
+    /// Writes everything held back, in order.
+    fn release_held(&mut self) {
+        for el in self.held.take() {
+            self.push(&el);
+        }
+    }
+
     /// A first-level element from a bound client.
     async fn client_stanza(&mut self, mut el: Element) -> Result<(), End> {
         if el.ns() == NS_SM {
@@ -977,6 +1006,14 @@ impl Conn {
                 return Err(End::Gone);
             };
             return self.sm_element(&el, &full).await;
+        }
+        if let Some(active) = crate::csi::state(&el) {
+            // XEP-0352 §4: becoming active flushes what was held.
+            self.inactive = !active;
+            if active {
+                self.release_held();
+            }
+            return Ok(());
         }
         let Some(kind) = StanzaKind::of(&el) else {
             // RFC 6120 §4.9.3.24: not a stanza and no extension we speak.

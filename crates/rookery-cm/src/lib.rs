@@ -11,6 +11,7 @@
 //! task running [`conn`].
 
 mod conn;
+mod csi;
 mod io;
 mod register;
 mod throttle;

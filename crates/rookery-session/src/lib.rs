@@ -11,6 +11,7 @@ pub mod modules;
 pub mod offline;
 mod presence;
 pub mod roster;
+pub mod roster_cache;
 pub mod sm;
 
 use std::collections::HashMap;

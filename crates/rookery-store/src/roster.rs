@@ -356,4 +356,15 @@ mod tests {
         let store = SqliteStore::in_memory().unwrap();
         rookery_session::roster::conformance::run(&store).await;
     }
+
+    /// The cache in front of the store behaves exactly like the store.
+    #[tokio::test]
+    async fn cached_roster_store_conformance() {
+        let inner = std::sync::Arc::new(SqliteStore::in_memory().unwrap());
+        let store = rookery_session::roster_cache::CachedRosterStore::new(inner, 1);
+        rookery_session::roster::conformance::run(&store).await;
+        let inner = std::sync::Arc::new(SqliteStore::in_memory().unwrap());
+        let store = rookery_session::roster_cache::CachedRosterStore::new(inner, 1000);
+        rookery_session::roster::conformance::run(&store).await;
+    }
 }

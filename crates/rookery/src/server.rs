@@ -55,11 +55,18 @@ pub fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
     SqliteStore::open(&path).with_context(|| format!("opening the store at {}", path.display()))
 }
 
+/// Rosters kept in memory (see `rookery_session::roster_cache`).
+const ROSTER_CACHE: usize = 10_000;
+
 /// Every feature store, all backed by the embedded store.
 pub fn stores(store: &SqliteStore) -> Stores {
     Stores {
         users: Arc::new(store.clone()),
-        roster: Arc::new(store.clone()),
+        // Presence broadcasts read the sender's roster on every change.
+        roster: Arc::new(rookery_session::roster_cache::CachedRosterStore::new(
+            Arc::new(store.clone()),
+            ROSTER_CACHE,
+        )),
         offline: Arc::new(store.clone()),
         blocklist: Arc::new(store.clone()),
         vcards: Arc::new(store.clone()),
