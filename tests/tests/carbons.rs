@@ -33,10 +33,18 @@ async fn received_and_sent_copies() {
     juliet.send("<message to='romeo@localhost/garden' type='chat' id='j1'><body>What man art thou?</body><thread>t1</thread></message>").await;
     let m = garden.next_message().await;
     assert_eq!(m.attr("id"), Some("j1"));
+    // XEP-0313 §3.5: the copy carries the stanza-id of Romeo's archive.
+    let sid = m
+        .child("stanza-id", "urn:xmpp:sid:0")
+        .and_then(|s| s.attr("id"))
+        .expect("stanza-id")
+        .to_owned();
     let copy = home.next_message().await;
     assert_eq!(
         copy.to_xml_string(),
-        "<message xmlns='jabber:client' from='romeo@localhost' to='romeo@localhost/home' type='chat'><received xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client' to='romeo@localhost/garden' type='chat' id='j1' from='juliet@localhost/balcony'><body>What man art thou?</body><thread>t1</thread></message></forwarded></received></message>"
+        format!(
+            "<message xmlns='jabber:client' from='romeo@localhost' to='romeo@localhost/home' type='chat'><received xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'><message xmlns='jabber:client' to='romeo@localhost/garden' type='chat' id='j1' from='juliet@localhost/balcony'><body>What man art thou?</body><thread>t1</thread><stanza-id xmlns='urn:xmpp:sid:0' by='romeo@localhost' id='{sid}'/></message></forwarded></received></message>"
+        )
     );
 
     // §8 example 12/13: Romeo answers from home; garden gets a 'sent' copy, not home.

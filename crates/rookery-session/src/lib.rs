@@ -7,6 +7,7 @@
 
 pub mod blocking;
 pub mod carbons;
+pub mod mam;
 pub mod modules;
 pub mod offline;
 mod presence;
@@ -64,6 +65,9 @@ pub struct SessionConfig {
     /// Messages kept in offline storage per account (XEP-0160); further ones
     /// are bounced with `<service-unavailable/>`.
     pub offline_max_messages: usize,
+    /// Most XEP-0313 archive results sent for one query page; a larger (or
+    /// no) RSM `<max/>` is capped to it.
+    pub mam_max_page: usize,
 }
 
 impl SessionConfig {
@@ -86,6 +90,7 @@ impl Default for SessionConfig {
             roster_max_name_bytes: 1023,
             roster_max_group_bytes: 1023,
             offline_max_messages: 1000,
+            mam_max_page: 250,
         }
     }
 }
@@ -138,6 +143,8 @@ pub struct Stores {
     pub private: Arc<dyn PrivateStore>,
     /// XEP-0012 last activity.
     pub last_activity: Arc<dyn LastActivityStore>,
+    /// XEP-0313 message archives.
+    pub archive: Arc<dyn mam::ArchiveStore>,
 }
 
 impl Stores {
@@ -152,6 +159,7 @@ impl Stores {
         self.vcards.delete_user(user).await?;
         self.private.delete_user(user).await?;
         self.last_activity.delete_user(user).await?;
+        self.archive.delete_user(user).await?;
         self.users.delete(user.as_str()).await
     }
 }
@@ -169,6 +177,8 @@ pub struct LocalSessions {
     /// Block lists of accounts with online resources (XEP-0191), so that
     /// routing checks them without a store round trip.
     blocklists: std::sync::Mutex<HashMap<Jid, Arc<Vec<Jid>>>>,
+    /// XEP-0441 archiving preferences of accounts with online resources.
+    mam_prefs: std::sync::Mutex<HashMap<Jid, Arc<mam::ArchivePrefs>>>,
     started: Instant,
     /// Itself, for the XEP-0198 resumption timers.
     me: Weak<LocalSessions>,
@@ -194,6 +204,7 @@ impl LocalSessions {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: Default::default(),
             blocklists: Default::default(),
+            mam_prefs: Default::default(),
             started: Instant::now(),
             me: me.clone(),
         })
@@ -273,7 +284,7 @@ impl LocalSessions {
 
     /// RFC 6121 §8.5.2.2.1 / XEP-0160: a message for an account with no
     /// available resource is stored, bounced or ignored by its type.
-    async fn no_available_resource(&self, from: &Jid, stanza: &Stanza, bare: &Jid) {
+    async fn no_available_resource(&self, from: &Jid, stanza: &Stanza, bare: &Jid, archived: bool) {
         let kind = stanza.stanza_type().unwrap_or("normal");
         if matches!(kind, "headline" | "error") {
             return;
@@ -290,18 +301,29 @@ impl LocalSessions {
             // Chat states alone and no-store hints are not kept (XEP-0160 §3, XEP-0334).
             return;
         }
-        let el = offline::stamp(
-            stanza.element().clone(),
-            &self.domain,
-            &modules::xep0082_now(),
-        );
+        // XEP-0313: archived once stored, with the stanza-id in the stored copy.
+        let prepared = if archived {
+            None
+        } else {
+            self.prepare_incoming(from, bare, stanza.element()).await
+        };
+        let (el, pending) = prepared.unwrap_or_else(|| (stanza.element().clone(), None));
+        let stored = offline::stamp(el.clone(), &self.domain, &modules::xep0082_now());
         match self
             .stores
             .offline
-            .push(bare, &el.to_xml_string(), self.config.offline_max_messages)
+            .push(
+                bare,
+                &stored.to_xml_string(),
+                self.config.offline_max_messages,
+            )
             .await
         {
-            Ok(true) => {}
+            Ok(true) => {
+                if let Some(id) = pending {
+                    self.append_archive(bare, from, id, el).await;
+                }
+            }
             Ok(false) => self.reply_error(
                 from,
                 stanza,
@@ -313,6 +335,108 @@ impl LocalSessions {
                 self.reply_error(from, stanza, StanzaError::internal_server_error());
             }
         }
+    }
+
+    /// XEP-0441: the archiving preferences of an account, cached while it is online.
+    pub(crate) async fn archive_prefs(&self, user: &Jid) -> Arc<mam::ArchivePrefs> {
+        if let Ok(cache) = self.mam_prefs.lock()
+            && let Some(p) = cache.get(user)
+        {
+            return p.clone();
+        }
+        let prefs = match self.stores.archive.prefs(user).await {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                warn!(error = %e, "archive preferences unavailable");
+                return Arc::new(mam::ArchivePrefs::default());
+            }
+        };
+        if self.is_online(user)
+            && let Ok(mut cache) = self.mam_prefs.lock()
+        {
+            cache.insert(user.clone(), prefs.clone());
+        }
+        prefs
+    }
+
+    /// Forgets cached preferences after a change.
+    pub(crate) fn archive_prefs_changed(&self, user: &Jid) {
+        if let Ok(mut cache) = self.mam_prefs.lock() {
+            cache.remove(user);
+        }
+    }
+
+    /// XEP-0441: whether `owner` archives messages with `with`.
+    async fn should_archive(&self, owner: &Jid, with: &Jid) -> bool {
+        match self.archive_prefs(owner).await.decide(with) {
+            Some(d) => d,
+            None => match self.stores.roster.item(owner, &with.to_bare()).await {
+                Ok(item) => item.is_some(),
+                Err(e) => {
+                    warn!(error = %e, "roster unavailable for archiving preferences");
+                    false
+                }
+            },
+        }
+    }
+
+    /// XEP-0313 §3.5 / XEP-0359 §3: the copy of an incoming message for the
+    /// local account `bare`: `<stanza-id/>`s claiming to be by the account
+    /// removed and, if the message is to be archived, a new one added.
+    /// `None` if the message stays as it is; else the new element and the
+    /// archive id to append it under.
+    async fn prepare_incoming(
+        &self,
+        from: &Jid,
+        bare: &Jid,
+        el: &Element,
+    ) -> Option<(Element, Option<String>)> {
+        let strip = mam::has_stanza_id_by(el, bare);
+        let archive = mam::archivable(el) && self.should_archive(bare, from).await;
+        if !strip && !archive {
+            return None;
+        }
+        let mut el = el.clone();
+        mam::strip_stanza_ids(&mut el, bare);
+        let id = archive.then(new_id);
+        if let Some(id) = &id {
+            mam::add_stanza_id(&mut el, bare, id);
+        }
+        Some((el, id))
+    }
+
+    /// Appends a message to an archive; a store failure is logged, the
+    /// message is still delivered.
+    async fn append_archive(&self, owner: &Jid, with: &Jid, id: String, el: Element) {
+        let item = mam::ArchivedMessage {
+            id,
+            ts: mam::now_micros(),
+            with: with.to_bare(),
+            stanza: el.to_xml_string(),
+        };
+        if let Err(e) = self.stores.archive.append(owner, &item).await {
+            warn!(error = %e, "message archive unavailable");
+        }
+    }
+
+    /// XEP-0313 §6.1.1: a message a local user sent, into the sender's
+    /// archive (the recipient's copy is archived by [`Self::route_local`]).
+    async fn archive_outgoing(&self, from: &Jid, stanza: &Stanza) {
+        let owner = from.to_bare();
+        let Some(to) = stanza.to() else {
+            return;
+        };
+        if !mam::archivable(stanza.element())
+            || to.to_bare() == owner
+            || !self.is_local_domain(to)
+            || to.node().is_none()
+            || !self.should_archive(&owner, to).await
+        {
+            return;
+        }
+        let mut el = stanza.element().clone();
+        mam::strip_stanza_ids(&mut el, &owner);
+        self.append_archive(&owner, to, new_id(), el).await;
     }
 
     /// XEP-0160 §3: hands stored messages to a resource that became
@@ -710,8 +834,9 @@ impl LocalSessions {
     }
 
     /// RFC 6120 §10.5: a stanza for a local account.
-    async fn route_local(&self, from: &Jid, stanza: Stanza, to: Jid) {
+    async fn route_local(&self, from: &Jid, mut stanza: Stanza, to: Jid) {
         let bare = to.to_bare();
+        let mut archived = false;
         // XEP-0191 §3.3: the recipient blocks the sender — appear offline.
         if from.to_bare() != bare && self.blocks(&bare, from).await {
             let answer = match stanza.kind() {
@@ -723,6 +848,21 @@ impl LocalSessions {
                 self.reply_error(from, &stanza, StanzaError::service_unavailable());
             }
             return;
+        }
+        // XEP-0313: archived for an online account now, else once stored offline.
+        if stanza.kind() == StanzaKind::Message && self.is_online(&bare) {
+            if let Some((el, id)) = self.prepare_incoming(from, &bare, stanza.element()).await {
+                if let Some(id) = id {
+                    self.append_archive(&bare, from, id, el.clone()).await;
+                }
+                stanza = Stanza::new(
+                    stanza.kind(),
+                    stanza.from().cloned(),
+                    stanza.to().cloned(),
+                    el,
+                );
+            }
+            archived = true;
         }
         if to.resource().is_some() {
             match self.deliver_full(&to, stanza.shared()) {
@@ -776,7 +916,8 @@ impl LocalSessions {
             StanzaKind::Message => {
                 let targets = self.bare_targets(&bare, stanza.stanza_type() == Some("headline"));
                 if targets.is_empty() {
-                    self.no_available_resource(from, &stanza, &bare).await;
+                    self.no_available_resource(from, &stanza, &bare, archived)
+                        .await;
                     return;
                 }
                 let mut delivered = false;
@@ -880,6 +1021,9 @@ impl SessionService for LocalSessions {
                 if rs.is_empty() {
                     shard.remove(&bare);
                     if let Ok(mut cache) = self.blocklists.lock() {
+                        cache.remove(&bare);
+                    }
+                    if let Ok(mut cache) = self.mam_prefs.lock() {
                         cache.remove(&bare);
                     }
                 }
@@ -1003,6 +1147,7 @@ impl SessionService for LocalSessions {
         let sent_copy = (stanza.kind() == StanzaKind::Message).then(|| stanza.clone());
         let routed = self.route_stanza(from, stanza).await;
         if let Some(st) = sent_copy.filter(|_| routed) {
+            self.archive_outgoing(from, &st).await;
             // XEP-0280 §8: the sender's other carbons-enabled resources.
             self.send_carbons(
                 "sent",

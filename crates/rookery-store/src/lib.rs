@@ -21,6 +21,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 mod blocking;
 mod last;
+mod mam;
 mod offline;
 mod private;
 mod roster;
@@ -38,6 +39,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("vcards-1", vcard::SCHEMA_1),
     ("private-xml-1", private::SCHEMA_1),
     ("last-activity-1", last::SCHEMA_1),
+    ("mam-1", mam::SCHEMA_1),
 ];
 
 /// Seconds since the Unix epoch.

@@ -72,6 +72,7 @@ pub fn stores(store: &SqliteStore) -> Stores {
         vcards: Arc::new(store.clone()),
         private: Arc::new(store.clone()),
         last_activity: Arc::new(store.clone()),
+        archive: Arc::new(store.clone()),
     }
 }
 

@@ -51,9 +51,12 @@ impl Module for Disco {
                         .with_attr("category", "account")
                         .with_attr("type", "registered"),
                 );
-                q.push_child(
-                    Element::new_static("feature", ns::DISCO_INFO).with_attr("var", ns::DISCO_INFO),
-                );
+                // XEP-0313 §7: every account's bare JID hosts its archive.
+                for f in [ns::DISCO_INFO, crate::mam::NS, crate::mam::NS_EXTENDED] {
+                    q.push_child(
+                        Element::new_static("feature", ns::DISCO_INFO).with_attr("var", f),
+                    );
+                }
             }
             None => {
                 q.push_child(

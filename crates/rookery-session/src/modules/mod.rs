@@ -5,6 +5,7 @@ mod blocking;
 mod carbons;
 mod disco;
 pub mod last;
+mod mam;
 mod ping;
 pub mod private;
 mod register;
@@ -198,6 +199,7 @@ impl Modules {
         modules.push(Box::new(roster::RosterModule { limits: roster }));
         modules.push(Box::new(blocking::Blocking));
         modules.push(Box::new(carbons::Carbons));
+        modules.push(Box::new(mam::Mam));
         if config.password_change || config.account_removal {
             modules.push(Box::new(register::Register {
                 password_change: config.password_change,
