@@ -834,9 +834,15 @@ impl LocalSessions {
     }
 
     /// RFC 6120 §10.5: a stanza for a local account.
-    async fn route_local(&self, from: &Jid, mut stanza: Stanza, to: Jid) {
+    async fn route_local(&self, from: &Jid, stanza: Stanza, to: Jid) {
+        self.route_local_as(from, stanza, to, false).await;
+    }
+
+    /// [`Self::route_local`]; `archived` for a message already in the
+    /// recipient's archive (XEP-0198 rerouting of unacknowledged messages).
+    async fn route_local_as(&self, from: &Jid, mut stanza: Stanza, to: Jid, archived: bool) {
         let bare = to.to_bare();
-        let mut archived = false;
+        let mut archived = archived;
         // XEP-0191 §3.3: the recipient blocks the sender — appear offline.
         if from.to_bare() != bare && self.blocks(&bare, from).await {
             let answer = match stanza.kind() {
@@ -850,7 +856,7 @@ impl LocalSessions {
             return;
         }
         // XEP-0313: archived for an online account now, else once stored offline.
-        if stanza.kind() == StanzaKind::Message && self.is_online(&bare) {
+        if !archived && stanza.kind() == StanzaKind::Message && self.is_online(&bare) {
             if let Some((el, id)) = self.prepare_incoming(from, &bare, stanza.element()).await {
                 if let Some(id) = id {
                     self.append_archive(&bare, from, id, el.clone()).await;
@@ -1176,7 +1182,8 @@ impl LocalSessions {
                 continue;
             };
             let from = stanza.from().cloned().unwrap_or_else(|| jid.to_bare());
-            self.route_local(&from, stanza, jid.clone()).await;
+            // Already archived for this account when first delivered.
+            self.route_local_as(&from, stanza, jid.clone(), true).await;
         }
     }
 
