@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use rookery_core::metrics::{AuthLabel, KindLabel, TransportLabel};
+use rookery_core::roles::{SmError, SmParams};
 use rookery_core::{
     BindRequest, ClientLink, DeliverError, Jid, Stanza, StanzaError, StanzaKind, StreamError,
     new_id,
@@ -35,6 +36,24 @@ const READ_CHUNK: usize = 4096;
 const WRITE_BATCH: usize = 64;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// XEP-0198 namespace.
+const NS_SM: &str = "urn:xmpp:sm:3";
+/// XEP-0198 §4: the server asks for an ack after this many stanzas.
+const SM_REQUEST_EVERY: u32 = 5;
+
+/// XEP-0198 state of this connection.
+#[derive(Debug, Default)]
+struct Sm {
+    /// Stream management is enabled.
+    enabled: bool,
+    /// Resumption was granted.
+    resumable: bool,
+    /// Stanzas handled from the client (the `h` we send).
+    inbound: u32,
+    /// Stanzas written since our last `<r/>`.
+    unrequested: u32,
+}
 
 /// Why a connection ends.
 #[derive(Debug)]
@@ -115,6 +134,9 @@ struct Conn {
     /// An account was registered in-band on this stream (XEP-0077 §3.1.1).
     registered: bool,
     ping_pending: Option<String>,
+    sm: Sm,
+    /// Stanzas from the session side, once bound.
+    rx: Option<mpsc::Receiver<Arc<Element>>>,
     /// XEP-0352: the client said it is inactive.
     inactive: bool,
     /// Stanzas held back while inactive.
@@ -144,12 +166,26 @@ pub(crate) async fn run(c2s: Arc<C2s>, tcp: TcpStream, peer: SocketAddr, direct_
         bind_failures: 0,
         registered: false,
         ping_pending: None,
+        sm: Sm::default(),
+        rx: None,
         inactive: false,
         held: Default::default(),
     };
     let end = conn.drive(tcp, direct_tls).await;
     if let Some(jid) = conn.jid.take() {
-        conn.c2s.sessions.unbind(&jid, conn.id).await;
+        // XEP-0198 §5: a resumable session that did not close cleanly
+        // waits for the client to resume it.
+        let detach = conn.sm.resumable
+            && !matches!(&end, End::Closed)
+            && !matches!(&end, End::Stream(e) if e.condition == "system-shutdown");
+        if detach {
+            conn.c2s
+                .sessions
+                .detach(&jid, conn.id, conn.sm.inbound)
+                .await;
+        } else {
+            conn.c2s.sessions.unbind(&jid, conn.id).await;
+        }
     }
     conn.finish(end).await;
     gauge.dec();
@@ -245,6 +281,9 @@ impl Conn {
 
     fn push(&mut self, el: &Element) {
         if let Some(kind) = StanzaKind::of(el) {
+            if self.sm.enabled {
+                self.sm.unrequested += 1;
+            }
             self.c2s
                 .metrics
                 .stanzas_out
@@ -404,6 +443,8 @@ impl Conn {
             return f;
         }
         f.push_child(Element::new_static("bind", ns::BIND));
+        // XEP-0198 §2.
+        f.push_child(Element::new_static("sm", NS_SM));
         // RFC 6121 §2.6.1: roster versioning is supported.
         f.push_child(Element::new_static("ver", "urn:xmpp:features:rosterver"));
         // XEP-0352 §3.
@@ -473,6 +514,19 @@ impl Conn {
                     .await;
                     self.send(&reply).await?;
                     continue;
+                }
+                if el.ns() == NS_SM && self.user.is_some() {
+                    if el.name() == "resume" {
+                        if let Some(channels) = self.resume(&el).await? {
+                            return Ok(channels);
+                        }
+                        continue;
+                    }
+                    if el.name() == "enable" {
+                        // XEP-0198 §3: only after binding.
+                        self.send(&sm_failed("unexpected-request")).await?;
+                        continue;
+                    }
                 }
                 if StanzaKind::of(&el).is_some() {
                     if self.user.is_none() {
@@ -701,6 +755,123 @@ impl Conn {
         }
     }
 
+    /// XEP-0198 §5: resumes a previous session instead of binding. `None`
+    /// if it failed and the client may bind.
+    async fn resume(
+        &mut self,
+        el: &Element,
+    ) -> Result<
+        Option<(
+            mpsc::Receiver<Arc<Element>>,
+            watch::Receiver<Option<StreamError>>,
+        )>,
+        End,
+    > {
+        let Some(user) = self.user.clone() else {
+            return Err(stream_err("not-authorized", "authenticate first"));
+        };
+        let h = el.attr("h").and_then(|h| h.parse::<u32>().ok());
+        let (Some(h), Some(previd)) = (h, el.attr("previd")) else {
+            self.send(&sm_failed("bad-request")).await?;
+            return self.bind_failed();
+        };
+        let (tx, rx) = mpsc::channel(self.c2s.config.max_queued_stanzas.max(1));
+        let (close, close_rx) = watch::channel(None);
+        let link = Arc::new(ChannelLink { tx, close });
+        match self
+            .c2s
+            .sessions
+            .resume(&user, previd, h, link, self.id)
+            .await
+        {
+            Ok(resumed) => {
+                debug!(peer = %self.peer, jid = %resumed.jid, "stream resumed");
+                self.jid = Some(resumed.jid);
+                self.sm = Sm {
+                    enabled: true,
+                    resumable: true,
+                    inbound: resumed.h,
+                    unrequested: 0,
+                };
+                Ok(Some((rx, close_rx)))
+            }
+            Err(SmError::TooHigh { h, sent }) => Err(too_high(h, sent)),
+            Err(_) => {
+                self.send(&sm_failed("item-not-found")).await?;
+                self.bind_failed()
+            }
+        }
+    }
+
+    /// XEP-0198: a stream management element on an established stream.
+    async fn sm_element(&mut self, el: &Element, full: &Jid) -> Result<(), End> {
+        match el.name() {
+            "enable" => {
+                let resume = matches!(el.attr("resume"), Some("true" | "1"));
+                let params = SmParams {
+                    resume,
+                    timeout: Duration::from_secs(self.c2s.config.sm_resume_timeout_secs),
+                    max_queue: self.c2s.config.sm_max_queue.max(1),
+                };
+                match self.c2s.sessions.sm_enable(full, self.id, params).await {
+                    Ok(id) => {
+                        // `<enabled/>` comes through the session's channel,
+                        // after what was queued uncounted before it.
+                        self.drain_rx();
+                        self.sm.enabled = true;
+                        self.sm.unrequested = 0;
+                        self.sm.resumable = id.is_some();
+                    }
+                    Err(_) => self.push(&sm_failed("unexpected-request")),
+                }
+                Ok(())
+            }
+            "r" if self.sm.enabled => {
+                let a = Element::new_static("a", NS_SM).with_attr("h", self.sm.inbound.to_string());
+                self.push(&a);
+                Ok(())
+            }
+            "a" if self.sm.enabled => {
+                let Some(h) = el.attr("h").and_then(|h| h.parse::<u32>().ok()) else {
+                    return Err(stream_err("bad-format", "<a/> needs a numeric h"));
+                };
+                match self
+                    .c2s
+                    .sessions
+                    .sm_ack(full, self.id, h, self.sm.inbound)
+                    .await
+                {
+                    Err(SmError::TooHigh { h, sent }) => Err(too_high(h, sent)),
+                    _ => Ok(()),
+                }
+            }
+            // Acks before <enable/> are no extension we speak on this stream.
+            "r" | "a" => Err(stream_err(
+                "unsupported-stanza-type",
+                "stream management is not enabled",
+            )),
+            _ => {
+                self.push(&sm_failed("unexpected-request"));
+                Ok(())
+            }
+        }
+    }
+
+    /// XEP-0198 §4: asks the client for an acknowledgement.
+    fn request_ack(&mut self) {
+        self.sm.unrequested = 0;
+        self.out.extend_from_slice(b"<r xmlns='urn:xmpp:sm:3'/>");
+    }
+
+    /// A stanza the cm itself sends to the bound client: through the
+    /// session when stream management counts it.
+    fn reply(&mut self, el: Element) {
+        match (&self.jid, self.sm.enabled) {
+            (Some(jid), true) => self.c2s.sessions.sm_send(jid, self.id, el),
+            _ => self.push(&el),
+        }
+    }
+
     /// RFC 6120 §7.7.2.1: a limited number of bind retries.
     fn bind_failed<T>(&mut self) -> Result<Option<T>, End> {
         self.bind_failures += 1;
@@ -712,11 +883,22 @@ impl Conn {
 
     // ---- established stream --------------------------------------------
 
+    /// Writes out what the session side has queued so far.
+    fn drain_rx(&mut self) {
+        self.release_held();
+        while let Some(el) = self.rx.as_mut().and_then(|r| r.try_recv().ok()) {
+            self.push(&el);
+        }
+    }
+
     async fn established(
         &mut self,
-        mut rx: mpsc::Receiver<Arc<Element>>,
+        rx: mpsc::Receiver<Arc<Element>>,
         mut close_rx: watch::Receiver<Option<StreamError>>,
     ) -> Result<(), End> {
+        self.rx = Some(rx);
+        // XEP-0198: `<resumed/>` and the replay come before anything else.
+        self.drain_rx();
         let mut shutdown = self.c2s.shutdown.clone();
         let interval = Duration::from_secs(self.c2s.config.ping_interval_secs.max(1));
         let ping_timeout = Duration::from_secs(self.c2s.config.ping_timeout_secs.max(1));
@@ -727,10 +909,7 @@ impl Conn {
             tokio::select! {
                 _ = shutdown.changed() => {
                     // Flush what is queued, then <system-shutdown/>.
-                    self.release_held();
-                    while let Ok(el) = rx.try_recv() {
-                        self.push(&el);
-                    }
+                    self.drain_rx();
                     return Err(End::Stream(StreamError::new("system-shutdown")));
                 }
                 changed = close_rx.changed() => {
@@ -738,20 +917,20 @@ impl Conn {
                         && let Some(e) = close_rx.borrow_and_update().clone()
                     {
                         // What was queued before the close goes out first.
-                        self.release_held();
-                        while let Ok(el) = rx.try_recv() {
-                            self.push(&el);
-                        }
+                        self.drain_rx();
                         return Err(End::Stream(e));
                     }
                 }
-                Some(el) = rx.recv() => {
+                Some(el) = recv_opt(&mut self.rx) => {
                     self.outbound(el);
                     for _ in 1..WRITE_BATCH {
-                        match rx.try_recv() {
-                            Ok(el) => self.outbound(el),
-                            Err(_) => break,
+                        match self.rx.as_mut().map(|r| r.try_recv()) {
+                            Some(Ok(el)) => self.outbound(el),
+                            _ => break,
                         }
+                    }
+                    if self.sm.enabled && self.sm.unrequested >= SM_REQUEST_EVERY {
+                        self.request_ack();
                     }
                     self.flush().await?;
                 }
@@ -764,6 +943,10 @@ impl Conn {
                     self.drain_input().await?;
                 }
                 _ = sleep_until(deadline) => {
+                    if self.sm.enabled && self.sm.unrequested > 0 {
+                        // Idle with unacknowledged stanzas.
+                        self.request_ack();
+                    }
                     if self.ping_pending.is_some() {
                         return Err(stream_err("connection-timeout", "no answer to ping"));
                     }
@@ -774,7 +957,8 @@ impl Conn {
                         .with_attr("from", self.c2s.domain.clone())
                         .with_child(Element::new_static("ping", ns::PING));
                     self.ping_pending = Some(id);
-                    self.send(&ping).await?;
+                    self.reply(ping);
+                    self.flush().await?;
                     deadline = Instant::now() + ping_timeout;
                 }
             }
@@ -817,6 +1001,12 @@ impl Conn {
 
     /// A first-level element from a bound client.
     async fn client_stanza(&mut self, mut el: Element) -> Result<(), End> {
+        if el.ns() == NS_SM {
+            let Some(full) = self.jid.clone() else {
+                return Err(End::Gone);
+            };
+            return self.sm_element(&el, &full).await;
+        }
         if let Some(active) = crate::csi::state(&el) {
             // XEP-0352 §4: becoming active flushes what was held.
             self.inactive = !active;
@@ -856,6 +1046,8 @@ impl Conn {
             }
         }
         el.set_attr("from", full.as_str());
+        // XEP-0198 §4: every stanza received counts.
+        self.sm.inbound = self.sm.inbound.wrapping_add(1);
         let to_server = el
             .attr("to")
             .is_none_or(|t| rookery_jid::prep_domainpart(t).is_ok_and(|d| d == self.c2s.domain));
@@ -873,7 +1065,7 @@ impl Conn {
                     .with_attr("type", "result")
                     .with_attr("id", el.attr("id").unwrap_or_default());
                 r.set_attr("to", full.as_str());
-                self.push(&r);
+                self.reply(r);
                 return Ok(());
             }
         }
@@ -888,11 +1080,18 @@ impl Conn {
                     if e.condition == "jid-malformed" {
                         r.remove_attr("from");
                     }
-                    self.push(&r);
+                    self.reply(r);
                 }
                 Ok(())
             }
         }
+    }
+}
+
+async fn recv_opt(rx: &mut Option<mpsc::Receiver<Arc<Element>>>) -> Option<Arc<Element>> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -904,6 +1103,19 @@ async fn read_some(socket: &mut Option<Socket>, buf: &mut [u8]) -> Result<usize,
         Ok(0) | Err(_) => Err(End::Gone),
         Ok(n) => Ok(n),
     }
+}
+
+/// XEP-0198 `<failed/>` with a stanza error condition.
+fn sm_failed(condition: &'static str) -> Element {
+    Element::new_static("failed", NS_SM).with_child(Element::new_static(condition, ns::STANZAS))
+}
+
+/// XEP-0198 §4: the peer acknowledged more than it was sent.
+fn too_high(h: u32, sent: u32) -> End {
+    stream_err(
+        "undefined-condition",
+        &format!("handled-count-too-high: you acknowledged {h} stanzas, but only {sent} were sent"),
+    )
 }
 
 fn sasl_failure(condition: &'static str) -> Element {

@@ -82,6 +82,10 @@ pub struct C2sConfig {
     pub auth_failure_max_delay_ms: u64,
     /// Offer the optional legacy `<session/>` feature (RFC 3921 §3) for old clients.
     pub legacy_session: bool,
+    /// XEP-0198: seconds a detached session waits for a resumption (`max`).
+    pub sm_resume_timeout_secs: u64,
+    /// XEP-0198: unacknowledged stanzas kept per session at most.
+    pub sm_max_queue: usize,
 }
 
 impl Default for C2sConfig {
@@ -106,6 +110,8 @@ impl Default for C2sConfig {
             auth_failure_delay_ms: 250,
             auth_failure_max_delay_ms: 5_000,
             legacy_session: true,
+            sm_resume_timeout_secs: 300,
+            sm_max_queue: 1000,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! the cluster mode implements the same traits over gRPC.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rookery_jid::Jid;
@@ -80,6 +81,47 @@ impl BindError {
     }
 }
 
+/// XEP-0198: what the cm asks for when a client enables stream management.
+#[derive(Clone, Copy, Debug)]
+pub struct SmParams {
+    /// The client asked for resumption (`resume='true'`).
+    pub resume: bool,
+    /// How long a detached session waits for a resumption (`max`).
+    pub timeout: Duration,
+    /// Unacknowledged stanzas kept at most; beyond that the session gives up
+    /// resumption (detached) or the stream is closed (attached).
+    pub max_queue: usize,
+}
+
+/// Why a stream management request failed (XEP-0198 §3, §5, §6).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SmError {
+    /// No such (resumable) session for this user: `<item-not-found/>`.
+    #[error("no such session")]
+    NotFound,
+    /// Stream management is already enabled: `<unexpected-request/>`.
+    #[error("already enabled")]
+    Unexpected,
+    /// The peer acknowledged more stanzas than it was sent (§4,
+    /// `<undefined-condition/>` with `handled-count-too-high`).
+    #[error("acknowledged {h} stanzas, but only {sent} were sent")]
+    TooHigh {
+        /// The client's h.
+        h: u32,
+        /// Stanzas sent so far.
+        sent: u32,
+    },
+}
+
+/// A resumed session (XEP-0198 §5).
+#[derive(Clone, Debug)]
+pub struct Resumed {
+    /// The session's full JID.
+    pub jid: Jid,
+    /// Stanzas the server handled from the client on the previous stream.
+    pub h: u32,
+}
+
 /// The session service as the cm sees it.
 #[async_trait]
 pub trait SessionService: Send + Sync + std::fmt::Debug {
@@ -90,4 +132,36 @@ pub trait SessionService: Send + Sync + std::fmt::Debug {
     /// Routes a stanza sent by the bound session `from`; `from` is already
     /// stamped on the stanza (RFC 6120 §8.1.2.1). Returns once routed.
     async fn route(&self, from: &Jid, stanza: Stanza);
+
+    /// XEP-0198 §3: enables stream management for a bound session. From now
+    /// on every stanza to the client is counted and kept until acknowledged;
+    /// `<enabled/>` is queued on the link before the first counted stanza.
+    /// Returns the resumption id if resumption was granted.
+    async fn sm_enable(
+        &self,
+        jid: &Jid,
+        conn_id: u64,
+        params: SmParams,
+    ) -> Result<Option<String>, SmError>;
+    /// XEP-0198 §4: the client acknowledged `h` stanzas; `inbound` is the
+    /// number of stanzas the cm has handled from it so far.
+    async fn sm_ack(&self, jid: &Jid, conn_id: u64, h: u32, inbound: u32) -> Result<(), SmError>;
+    /// A stanza the cm itself sends to an SM-enabled client (ping, error
+    /// replies), so that it is counted like the others.
+    fn sm_send(&self, jid: &Jid, conn_id: u64, stanza: Element);
+    /// The connection of an SM-enabled session failed: a resumable session
+    /// hibernates (stanzas are queued) until resumed or timed out; any other
+    /// is unbound. `inbound` as for [`SessionService::sm_ack`].
+    async fn detach(&self, jid: &Jid, conn_id: u64, inbound: u32);
+    /// XEP-0198 §5: resumes the session `previd` of `user` on connection
+    /// `conn_id`. Queues `<resumed/>` and then every stanza after the
+    /// client's `h` on `link`.
+    async fn resume(
+        &self,
+        user: &Jid,
+        previd: &str,
+        h: u32,
+        link: Arc<dyn ClientLink>,
+        conn_id: u64,
+    ) -> Result<Resumed, SmError>;
 }

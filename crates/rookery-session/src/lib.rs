@@ -13,14 +13,16 @@ pub mod offline;
 mod presence;
 pub mod roster;
 pub mod roster_cache;
+pub mod sm;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rookery_core::metrics::Metrics;
+use rookery_core::roles::{Resumed, SmError, SmParams};
 use rookery_core::{
     BindError, BindRequest, ClientLink, DeliverError, Jid, SessionService, Stanza, StanzaError,
     StanzaKind, StoreError, StreamError, UserStore, new_id,
@@ -114,6 +116,9 @@ struct Resource {
     /// The status text of its last unavailable presence, until it is
     /// available again (for XEP-0012).
     last_status: Option<String>,
+    /// XEP-0198: the stream management state once enabled (`link` is then
+    /// this same object).
+    sm: Option<Arc<sm::SmLink>>,
 }
 
 type Shard = RwLock<HashMap<Jid, Vec<Resource>>>;
@@ -175,6 +180,8 @@ pub struct LocalSessions {
     /// XEP-0441 archiving preferences of accounts with online resources.
     mam_prefs: std::sync::Mutex<HashMap<Jid, Arc<mam::ArchivePrefs>>>,
     started: Instant,
+    /// Itself, for the XEP-0198 resumption timers.
+    me: Weak<LocalSessions>,
 }
 
 impl LocalSessions {
@@ -188,7 +195,7 @@ impl LocalSessions {
         metrics: Arc<Metrics>,
     ) -> Arc<LocalSessions> {
         let roster_limits = config.roster_limits();
-        Arc::new(LocalSessions {
+        Arc::new_cyclic(|me| LocalSessions {
             domain: domain.to_owned(),
             config,
             stores,
@@ -199,6 +206,7 @@ impl LocalSessions {
             blocklists: Default::default(),
             mam_prefs: Default::default(),
             started: Instant::now(),
+            me: me.clone(),
         })
     }
 
@@ -826,9 +834,15 @@ impl LocalSessions {
     }
 
     /// RFC 6120 §10.5: a stanza for a local account.
-    async fn route_local(&self, from: &Jid, mut stanza: Stanza, to: Jid) {
+    async fn route_local(&self, from: &Jid, stanza: Stanza, to: Jid) {
+        self.route_local_as(from, stanza, to, false).await;
+    }
+
+    /// [`Self::route_local`]; `archived` for a message already in the
+    /// recipient's archive (XEP-0198 rerouting of unacknowledged messages).
+    async fn route_local_as(&self, from: &Jid, mut stanza: Stanza, to: Jid, archived: bool) {
         let bare = to.to_bare();
-        let mut archived = false;
+        let mut archived = archived;
         // XEP-0191 §3.3: the recipient blocks the sender — appear offline.
         if from.to_bare() != bare && self.blocks(&bare, from).await {
             let answer = match stanza.kind() {
@@ -842,7 +856,7 @@ impl LocalSessions {
             return;
         }
         // XEP-0313: archived for an online account now, else once stored offline.
-        if stanza.kind() == StanzaKind::Message && self.is_online(&bare) {
+        if !archived && stanza.kind() == StanzaKind::Message && self.is_online(&bare) {
             if let Some((el, id)) = self.prepare_incoming(from, &bare, stanza.element()).await {
                 if let Some(id) = id {
                     self.append_archive(&bare, from, id, el.clone()).await;
@@ -968,6 +982,7 @@ impl SessionService for LocalSessions {
                 blocklist_interested: false,
                 carbons: false,
                 last_status: None,
+                sm: None,
             };
             match existing {
                 Some(i) => Some(std::mem::replace(&mut rs[i], new)),
@@ -1029,7 +1044,109 @@ impl SessionService for LocalSessions {
             if offline_now {
                 modules::last::record(&self.stores, &bare, status).await;
             }
+            if let Some(sm) = r.sm {
+                self.reroute_unacked(jid, sm.take_unacked()).await;
+            }
         }
+    }
+
+    async fn sm_enable(
+        &self,
+        jid: &Jid,
+        conn_id: u64,
+        params: SmParams,
+    ) -> Result<Option<String>, SmError> {
+        let bare = jid.to_bare();
+        let Ok(mut shard) = self.shard(&bare).write() else {
+            return Err(SmError::NotFound);
+        };
+        let Some(r) = shard.get_mut(&bare).and_then(|rs| {
+            rs.iter_mut()
+                .find(|r| r.jid == *jid && r.conn_id == conn_id)
+        }) else {
+            return Err(SmError::NotFound);
+        };
+        if r.sm.is_some() {
+            return Err(SmError::Unexpected);
+        }
+        let id = params.resume.then(new_id);
+        let mut enabled = Element::new_static("enabled", sm::NS);
+        if let Some(id) = &id {
+            enabled.set_attr("id", id.as_str());
+            enabled.set_attr("resume", "true");
+            enabled.set_attr("max", params.timeout.as_secs().to_string());
+        }
+        // Queued before the first counted stanza, on the same channel.
+        let _ = r.link.deliver(Arc::new(enabled));
+        let link = Arc::new(sm::SmLink::new(id.clone(), params, r.link.clone()));
+        r.link = link.clone();
+        r.sm = Some(link);
+        Ok(id)
+    }
+
+    async fn sm_ack(&self, jid: &Jid, conn_id: u64, h: u32, inbound: u32) -> Result<(), SmError> {
+        match self.sm_of(jid, conn_id) {
+            Some(sm) => sm.ack(h, Some(inbound)),
+            None => Err(SmError::NotFound),
+        }
+    }
+
+    fn sm_send(&self, jid: &Jid, conn_id: u64, stanza: Element) {
+        if let Some(sm) = self.sm_of(jid, conn_id) {
+            let link: Arc<dyn ClientLink> = sm;
+            let _ = self.push(&link, Arc::new(stanza));
+        }
+    }
+
+    async fn detach(&self, jid: &Jid, conn_id: u64, inbound: u32) {
+        match self.sm_of(jid, conn_id) {
+            Some(sm) if sm.id.is_some() => {
+                sm.detach(inbound);
+                debug!(jid = %jid, "detached, waiting for resumption");
+                let me = self.me.clone();
+                let jid = jid.clone();
+                let wait = sm.params.timeout;
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    if let Some(s) = me.upgrade() {
+                        s.sm_expire(&jid, conn_id).await;
+                    }
+                });
+            }
+            _ => self.unbind(jid, conn_id).await,
+        }
+    }
+
+    async fn resume(
+        &self,
+        user: &Jid,
+        previd: &str,
+        h: u32,
+        link: Arc<dyn ClientLink>,
+        conn_id: u64,
+    ) -> Result<Resumed, SmError> {
+        let bare = user.to_bare();
+        let Ok(mut shard) = self.shard(&bare).write() else {
+            return Err(SmError::NotFound);
+        };
+        let Some(r) = shard.get_mut(&bare).and_then(|rs| {
+            rs.iter_mut().find(|r| {
+                r.sm.as_ref()
+                    .is_some_and(|s| s.id.as_deref() == Some(previd))
+            })
+        }) else {
+            return Err(SmError::NotFound);
+        };
+        let Some(sm) = r.sm.clone() else {
+            return Err(SmError::NotFound);
+        };
+        let inbound = sm.attach(h, link)?;
+        r.conn_id = conn_id;
+        debug!(jid = %r.jid, "resumed");
+        Ok(Resumed {
+            jid: r.jid.clone(),
+            h: inbound,
+        })
     }
 
     async fn route(&self, from: &Jid, stanza: Stanza) {
@@ -1049,6 +1166,55 @@ impl SessionService for LocalSessions {
 }
 
 impl LocalSessions {
+    /// XEP-0198: messages the client of a session that ended never
+    /// acknowledged are routed again as if that resource were not available:
+    /// to other resources, or else to offline storage. Other stanzas are
+    /// dropped, as for a session that ends without stream management.
+    async fn reroute_unacked(&self, jid: &Jid, unacked: Vec<Arc<Element>>) {
+        for el in unacked {
+            if el.name() != "message"
+                || el.child("received", carbons::NS).is_some()
+                || el.child("sent", carbons::NS).is_some()
+            {
+                continue;
+            }
+            let Ok(stanza) = Stanza::parse((*el).clone()) else {
+                continue;
+            };
+            let from = stanza.from().cloned().unwrap_or_else(|| jid.to_bare());
+            // Already archived for this account when first delivered.
+            self.route_local_as(&from, stanza, jid.clone(), true).await;
+        }
+    }
+
+    /// XEP-0198 §5: the resumption timeout of a detached session passed.
+    async fn sm_expire(&self, jid: &Jid, conn_id: u64) {
+        let still_detached = self.shard(&jid.to_bare()).read().is_ok_and(|m| {
+            m.get(&jid.to_bare()).is_some_and(|rs| {
+                rs.iter().any(|r| {
+                    r.jid == *jid
+                        && r.conn_id == conn_id
+                        && r.sm.as_ref().is_some_and(|s| s.is_detached())
+                })
+            })
+        });
+        if still_detached {
+            debug!(jid = %jid, "stream resumption timed out");
+            self.unbind(jid, conn_id).await;
+        }
+    }
+
+    /// The SM state of the session `jid` on connection `conn_id`.
+    fn sm_of(&self, jid: &Jid, conn_id: u64) -> Option<Arc<sm::SmLink>> {
+        let shard = self.shard(&jid.to_bare()).read().ok()?;
+        shard
+            .get(&jid.to_bare())?
+            .iter()
+            .find(|r| r.jid == *jid && r.conn_id == conn_id)?
+            .sm
+            .clone()
+    }
+
     /// Routes one stanza; `false` if it was refused because the sender blocks the recipient.
     async fn route_stanza(&self, from: &Jid, stanza: Stanza) -> bool {
         let to = match stanza.to() {
