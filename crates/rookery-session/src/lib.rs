@@ -124,6 +124,7 @@ struct Resource {
 type Shard = RwLock<HashMap<Jid, Vec<Resource>>>;
 
 const SHARDS: usize = 64;
+const ROSTER_LOCKS: usize = 256;
 
 /// The storage traits the session features use, one per feature; each has
 /// an embedded implementation in `rookery-store`.
@@ -177,6 +178,9 @@ pub struct LocalSessions {
     /// Block lists of accounts with online resources (XEP-0191), so that
     /// routing checks them without a store round trip.
     blocklists: std::sync::Mutex<HashMap<Jid, Arc<Vec<Jid>>>>,
+    /// Serializes read-modify-write of one account's roster items
+    /// (subscription changes, roster sets), striped by bare JID.
+    roster_locks: Vec<tokio::sync::Mutex<()>>,
     /// XEP-0441 archiving preferences of accounts with online resources.
     mam_prefs: std::sync::Mutex<HashMap<Jid, Arc<mam::ArchivePrefs>>>,
     started: Instant,
@@ -204,6 +208,9 @@ impl LocalSessions {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: Default::default(),
             blocklists: Default::default(),
+            roster_locks: (0..ROSTER_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
             mam_prefs: Default::default(),
             started: Instant::now(),
             me: me.clone(),
@@ -465,6 +472,12 @@ impl LocalSessions {
         if let Err(e) = self.stores.offline.remove(&bare, &done).await {
             warn!(error = %e, "delivered offline messages could not be removed");
         }
+    }
+
+    /// The lock under which `user`'s roster items are read and changed.
+    pub(crate) async fn roster_lock(&self, user: &Jid) -> tokio::sync::MutexGuard<'_, ()> {
+        let i = (self.hasher.hash_one(user) as usize) % ROSTER_LOCKS;
+        self.roster_locks[i].lock().await
     }
 
     fn is_online(&self, bare: &Jid) -> bool {

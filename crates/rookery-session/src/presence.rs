@@ -291,6 +291,30 @@ impl LocalSessions {
 
     /// §3.1.2, §3.2.2, §3.3.2, §3.4: a subscription stanza the user sends.
     async fn outbound_subscription(&self, from: &Jid, kind: &str, contact: Jid, el: &Element) {
+        // The roster item is read, changed and written under the user's lock
+        // (two connections may change the same item at once); what goes to
+        // other accounts is sent after the lock is released, so that two
+        // users subscribing to each other cannot wait on each other.
+        let deliveries = {
+            let _guard = self.roster_lock(&from.to_bare()).await;
+            let mut out_q: Vec<(Jid, Element)> = Vec::new();
+            self.outbound_subscription_locked(from, kind, contact, el, &mut out_q)
+                .await;
+            out_q
+        };
+        for (to, el) in deliveries {
+            self.deliver_presence(&to, el).await;
+        }
+    }
+
+    async fn outbound_subscription_locked(
+        &self,
+        from: &Jid,
+        kind: &str,
+        contact: Jid,
+        el: &Element,
+        out_q: &mut Vec<(Jid, Element)>,
+    ) {
         let user = from.to_bare();
         if contact == user {
             // A subscription to oneself has no meaning (the account always
@@ -311,7 +335,7 @@ impl LocalSessions {
                     item.ask = true;
                     self.save_item(&user, item).await;
                 }
-                self.deliver_presence(&contact, out).await;
+                out_q.push((contact.clone(), out));
             }
             "unsubscribe" => {
                 if let Some(mut item) = existing {
@@ -326,7 +350,7 @@ impl LocalSessions {
                         self.save_item(&user, item).await;
                     }
                 }
-                self.deliver_presence(&contact, out).await;
+                out_q.push((contact.clone(), out));
             }
             "subscribed" => {
                 if pending_in {
@@ -344,11 +368,10 @@ impl LocalSessions {
                         .remove_pending_in(&user, &contact)
                         .await;
                     self.save_item(&user, item).await;
-                    self.deliver_presence(&contact, out).await;
+                    out_q.push((contact.clone(), out));
                     // Then the user's current presence goes to the new subscriber.
                     for (full, el) in self.current_presence(&user) {
-                        self.deliver_presence(&contact, readdress(&el, &full, &contact))
-                            .await;
+                        out_q.push((contact.clone(), readdress(&el, &full, &contact)));
                     }
                 } else if existing
                     .as_ref()
@@ -386,15 +409,14 @@ impl LocalSessions {
                     if cancelled {
                         // §3.2.2: the former subscriber sees the user go offline.
                         for (full, _) in self.current_presence(&user) {
-                            self.deliver_presence(
-                                &contact,
+                            out_q.push((
+                                contact.clone(),
                                 presence(Some("unavailable"), &full, &contact),
-                            )
-                            .await;
+                            ));
                         }
                     }
                 }
-                self.deliver_presence(&contact, out).await;
+                out_q.push((contact.clone(), out));
             }
             _ => {}
         }
@@ -402,6 +424,26 @@ impl LocalSessions {
 
     /// §3.1.3, §3.1.6, §3.2.3, §3.3.3: a subscription stanza for `user`.
     async fn inbound_subscription(&self, user: &Jid, from: &Jid, kind: &str, el: Element) {
+        let deliveries = {
+            let _guard = self.roster_lock(user).await;
+            let mut out_q: Vec<(Jid, Element)> = Vec::new();
+            self.inbound_subscription_locked(user, from, kind, el, &mut out_q)
+                .await;
+            out_q
+        };
+        for (to, el) in deliveries {
+            self.deliver_presence(&to, el).await;
+        }
+    }
+
+    async fn inbound_subscription_locked(
+        &self,
+        user: &Jid,
+        from: &Jid,
+        kind: &str,
+        el: Element,
+        out_q: &mut Vec<(Jid, Element)>,
+    ) {
         let contact = from.to_bare();
         let existing = self.roster_item(user, &contact).await;
         match kind {
@@ -409,11 +451,10 @@ impl LocalSessions {
                 if let Some(mut item) = existing.clone() {
                     if matches!(item.subscription, Subscription::From | Subscription::Both) {
                         // §3.1.3: already subscribed — answer on the user's behalf.
-                        self.deliver_presence(
-                            &contact,
+                        out_q.push((
+                            contact.clone(),
                             presence(Some("subscribed"), user, &contact),
-                        )
-                        .await;
+                        ));
                         return;
                     }
                     if item.approved {
@@ -424,14 +465,12 @@ impl LocalSessions {
                             _ => Subscription::Both,
                         };
                         self.save_item(user, item).await;
-                        self.deliver_presence(
-                            &contact,
+                        out_q.push((
+                            contact.clone(),
                             presence(Some("subscribed"), user, &contact),
-                        )
-                        .await;
+                        ));
                         for (full, pel) in self.current_presence(user) {
-                            self.deliver_presence(&contact, readdress(&pel, &full, &contact))
-                                .await;
+                            out_q.push((contact.clone(), readdress(&pel, &full, &contact)));
                         }
                         return;
                     }

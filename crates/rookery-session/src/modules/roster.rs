@@ -74,89 +74,83 @@ impl Module for RosterModule {
                 }
             }
             Some("set") => match roster::parse_set(p, &self.limits) {
+                Ok(set) => {
+                    // The same lock as subscription changes (presence.rs).
+                    let _guard = ctx.sessions.roster_lock(&user).await;
+                    self.set(ctx, &user, set).await
+                }
                 Err(e) => Err(e),
-                Ok(RosterSet::Update(mut item)) => {
-                    let existing = match store.item(&user, &item.jid).await {
-                        Ok(e) => e,
-                        Err(e) => return Some(Err(unavailable(e))),
-                    };
-                    match &existing {
-                        Some(old) => {
-                            // Only name and groups come from the client (§2.1.5 rule 2).
-                            item.subscription = old.subscription;
-                            item.ask = old.ask;
-                            item.approved = old.approved;
-                        }
-                        None => match store.count(&user).await {
-                            Ok(n) if n >= self.limits.max_items => {
-                                return Some(Err(
-                                    StanzaError::policy_violation().with_text("the roster is full")
-                                ));
-                            }
-                            Ok(_) => {}
-                            Err(e) => return Some(Err(unavailable(e))),
-                        },
-                    }
-                    match store.put(&user, &item).await {
-                        Ok(v) => {
-                            ctx.after_reply(After::PushRoster(
-                                user,
-                                RosterChange::Updated(item),
-                                v,
-                            ));
-                            Ok(None)
-                        }
-                        Err(e) => Err(unavailable(e)),
-                    }
-                }
-                Ok(RosterSet::Remove(contact)) => {
-                    let existing = match store.item(&user, &contact).await {
-                        Ok(Some(e)) => e,
-                        // §2.5.3
-                        Ok(None) => return Some(Err(StanzaError::item_not_found())),
-                        Err(e) => return Some(Err(unavailable(e))),
-                    };
-                    match store.remove(&user, &contact).await {
-                        Ok(Some(v)) => {
-                            // §2.5.2: cancel subscriptions both ways as they stand.
-                            let to_contact = matches!(
-                                existing.subscription,
-                                Subscription::To | Subscription::Both
-                            ) || existing.ask;
-                            let from_contact = matches!(
-                                existing.subscription,
-                                Subscription::From | Subscription::Both
-                            );
-                            for (cond, kind) in
-                                [(to_contact, "unsubscribe"), (from_contact, "unsubscribed")]
-                            {
-                                if cond {
-                                    let el = Element::new_static("presence", ns::CLIENT)
-                                        .with_attr("type", kind)
-                                        .with_attr("from", user.as_str())
-                                        .with_attr("to", contact.as_str());
-                                    let st = Stanza::new(
-                                        StanzaKind::Presence,
-                                        Some(user.clone()),
-                                        Some(contact.clone()),
-                                        el,
-                                    );
-                                    ctx.after_reply(After::Route(ctx.from.clone(), st));
-                                }
-                            }
-                            ctx.after_reply(After::PushRoster(
-                                user,
-                                RosterChange::Removed(contact),
-                                v,
-                            ));
-                            Ok(None)
-                        }
-                        Ok(None) => Err(StanzaError::item_not_found()),
-                        Err(e) => Err(unavailable(e)),
-                    }
-                }
             },
             _ => Err(StanzaError::bad_request("roster iqs are get or set")),
         })
+    }
+}
+
+impl RosterModule {
+    /// §2.3–§2.5: one validated roster set, under the user's roster lock.
+    async fn set(&self, ctx: &IqContext<'_>, user: &rookery_core::Jid, set: RosterSet) -> IqResult {
+        let store = &ctx.sessions.stores().roster;
+        let user = user.clone();
+        match set {
+            RosterSet::Update(mut item) => {
+                let existing = store.item(&user, &item.jid).await.map_err(unavailable)?;
+                match &existing {
+                    Some(old) => {
+                        // Only name and groups come from the client (§2.1.5 rule 2).
+                        item.subscription = old.subscription;
+                        item.ask = old.ask;
+                        item.approved = old.approved;
+                    }
+                    None => {
+                        if store.count(&user).await.map_err(unavailable)? >= self.limits.max_items {
+                            return Err(
+                                StanzaError::policy_violation().with_text("the roster is full")
+                            );
+                        }
+                    }
+                }
+                let v = store.put(&user, &item).await.map_err(unavailable)?;
+                ctx.after_reply(After::PushRoster(user, RosterChange::Updated(item), v));
+                Ok(None)
+            }
+            RosterSet::Remove(contact) => {
+                // §2.5.3
+                let existing = store
+                    .item(&user, &contact)
+                    .await
+                    .map_err(unavailable)?
+                    .ok_or_else(StanzaError::item_not_found)?;
+                let v = store
+                    .remove(&user, &contact)
+                    .await
+                    .map_err(unavailable)?
+                    .ok_or_else(StanzaError::item_not_found)?;
+                // §2.5.2: cancel subscriptions both ways as they stand.
+                let to_contact =
+                    matches!(existing.subscription, Subscription::To | Subscription::Both)
+                        || existing.ask;
+                let from_contact = matches!(
+                    existing.subscription,
+                    Subscription::From | Subscription::Both
+                );
+                for (cond, kind) in [(to_contact, "unsubscribe"), (from_contact, "unsubscribed")] {
+                    if cond {
+                        let el = Element::new_static("presence", ns::CLIENT)
+                            .with_attr("type", kind)
+                            .with_attr("from", user.as_str())
+                            .with_attr("to", contact.as_str());
+                        let st = Stanza::new(
+                            StanzaKind::Presence,
+                            Some(user.clone()),
+                            Some(contact.clone()),
+                            el,
+                        );
+                        ctx.after_reply(After::Route(ctx.from.clone(), st));
+                    }
+                }
+                ctx.after_reply(After::PushRoster(user, RosterChange::Removed(contact), v));
+                Ok(None)
+            }
+        }
     }
 }
