@@ -256,3 +256,43 @@ async fn login_until_bind(s: &TestServer) -> rookery_e2e::RawClient {
     c.open("localhost").await;
     c
 }
+
+/// Bad input from the issue: 10,000 roster items against the default limit
+/// of 1,000. The first 1,000 are stored, every further one gets
+/// `<policy-violation/>`, and the stream stays usable.
+#[tokio::test]
+async fn ten_thousand_items_past_the_default_limit() {
+    let s = TestServer::start().await;
+    s.add_user("hoarder", "pw").await;
+    let mut c = s.login("hoarder", "pw", "r").await;
+    let mut batch = String::new();
+    for i in 0..10_000 {
+        batch.push_str(&format!(
+            "<iq type='set' id='i{i}'><query xmlns='jabber:iq:roster'><item jid='c{i}@example.com'/></query></iq>"
+        ));
+        if i % 500 == 499 {
+            c.send(&batch).await;
+            batch.clear();
+        }
+    }
+    let (mut ok, mut refused) = (0, 0);
+    while ok + refused < 10_000 {
+        let r = c.next_stanza().await;
+        match r.attr("type") {
+            Some("result") => ok += 1,
+            Some("error") => {
+                assert!(r.to_string().contains("policy-violation"), "{r}");
+                refused += 1;
+            }
+            other => panic!("unexpected {other:?}: {r}"),
+        }
+    }
+    assert_eq!((ok, refused), (1000, 9000));
+    let r = c
+        .iq("<iq type='get' id='all'><query xmlns='jabber:iq:roster'/></iq>")
+        .await;
+    assert_eq!(
+        r.child("query", ns::ROSTER).unwrap().children().count(),
+        1000
+    );
+}
