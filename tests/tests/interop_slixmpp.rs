@@ -182,3 +182,26 @@ async fn slixmpp_subscriptions_presence_carbons() {
         "{stdout}"
     );
 }
+
+/// XEP-0313 paging both ways and XEP-0198 resumption after a cut socket,
+/// with stock slixmpp (tests/interop/slixmpp_mam_sm.py).
+#[tokio::test]
+async fn slixmpp_mam_paging_and_sm_resume() {
+    let s = server().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/slixmpp_mam_sm.py");
+    let mut cmd = Command::new(PYTHON);
+    cmd.arg(script)
+        .args(["--port", &s.addr().port().to_string(), "--password", "pass"]);
+    let out = output(cmd).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "slixmpp_mam_sm.py failed ({})\n--- stdout\n{stdout}--- stderr\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("all 15") && stdout.contains("arrived after resumption"),
+        "{stdout}"
+    );
+}
