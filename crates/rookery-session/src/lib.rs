@@ -270,20 +270,30 @@ impl LocalSessions {
         }
     }
 
+    /// The resources of an account that satisfy `keep`, with their links
+    /// (taken under the shard's read lock, used after it is released).
+    fn resources_where(
+        &self,
+        bare: &Jid,
+        keep: impl Fn(&Resource) -> bool,
+    ) -> Vec<(Jid, Arc<dyn ClientLink>)> {
+        let Ok(shard) = self.shard(bare).read() else {
+            return Vec::new();
+        };
+        shard
+            .get(bare)
+            .map(|rs| {
+                rs.iter()
+                    .filter(|r| keep(r))
+                    .map(|r| (r.jid.clone(), r.link.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Sends a roster push to every interested resource of `user` (RFC 6121 §2.1.6).
     pub fn push_roster(&self, user: &Jid, change: &roster::RosterChange, version: u64) {
-        let targets: Vec<(Jid, Arc<dyn ClientLink>)> = match self.shard(user).read() {
-            Ok(m) => m
-                .get(user)
-                .map(|rs| {
-                    rs.iter()
-                        .filter(|r| r.interested)
-                        .map(|r| (r.jid.clone(), r.link.clone()))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            Err(_) => return,
-        };
+        let targets = self.resources_where(user, |r| r.interested);
         for (jid, link) in targets {
             let _ = self.push(&link, Arc::new(roster::push(&jid, change, version)));
         }
@@ -530,18 +540,7 @@ impl LocalSessions {
 
     /// XEP-0191 §3.3–§3.5: pushes a block or unblock to the interested resources.
     pub(crate) fn push_blocklist(&self, user: &Jid, kind: &'static str, jids: &[Jid]) {
-        let targets: Vec<(Jid, Arc<dyn ClientLink>)> = match self.shard(user).read() {
-            Ok(m) => m
-                .get(user)
-                .map(|rs| {
-                    rs.iter()
-                        .filter(|r| r.blocklist_interested)
-                        .map(|r| (r.jid.clone(), r.link.clone()))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            Err(_) => return,
-        };
+        let targets = self.resources_where(user, |r| r.blocklist_interested);
         for (to, link) in targets {
             let mut b = Element::new_static(kind, blocking::NS);
             for j in jids {
@@ -575,18 +574,7 @@ impl LocalSessions {
         if !carbons::eligible(original) {
             return;
         }
-        let targets: Vec<(Jid, Arc<dyn ClientLink>)> = match self.shard(user).read() {
-            Ok(m) => m
-                .get(user)
-                .map(|rs| {
-                    rs.iter()
-                        .filter(|r| r.carbons && !except.contains(&r.jid))
-                        .map(|r| (r.jid.clone(), r.link.clone()))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            Err(_) => return,
-        };
+        let targets = self.resources_where(user, |r| r.carbons && !except.contains(&r.jid));
         for (to, link) in targets {
             let _ = self.push(
                 &link,
@@ -665,18 +653,10 @@ impl LocalSessions {
 
     /// Links of the resources that requested the roster.
     pub(crate) fn interested_links_of(&self, bare: &Jid) -> Vec<Arc<dyn ClientLink>> {
-        let Ok(shard) = self.shard(bare).read() else {
-            return Vec::new();
-        };
-        shard
-            .get(bare)
-            .map(|rs| {
-                rs.iter()
-                    .filter(|r| r.interested)
-                    .map(|r| r.link.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.resources_where(bare, |r| r.interested)
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect()
     }
 
     /// Queues for one link, handling a full queue.
@@ -797,18 +777,10 @@ impl LocalSessions {
     }
 
     fn available_links(&self, bare: &Jid) -> Vec<Arc<dyn ClientLink>> {
-        let Ok(shard) = self.shard(bare).read() else {
-            return Vec::new();
-        };
-        shard
-            .get(bare)
-            .map(|rs| {
-                rs.iter()
-                    .filter(|r| r.presence.is_some())
-                    .map(|r| r.link.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.resources_where(bare, |r| r.presence.is_some())
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect()
     }
 
     /// Handles an iq addressed to the server, or to an account on its behalf.
