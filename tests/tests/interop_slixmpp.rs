@@ -159,13 +159,13 @@ async fn slixmpp_stock_channel_binding() {
     assert!(failed.is_empty(), "stock slixmpp failed with {failed:?}");
 }
 
-/// RFC 6121 and XEP-0280 with stock slixmpp: a subscription handshake
-/// (slixmpp auto-accepts and subscribes back), presence both ways, and
-/// carbons between two resources (tests/interop/slixmpp_im.py).
-#[tokio::test]
-async fn slixmpp_subscriptions_presence_carbons() {
+/// Runs one of the interop scripts against a fresh server and asserts that
+/// it succeeded and printed every marker.
+async fn run_interop_script(name: &str, markers: &[&str]) {
     let s = server().await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/slixmpp_im.py");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("interop")
+        .join(name);
     let mut cmd = Command::new(PYTHON);
     cmd.arg(script)
         .args(["--port", &s.addr().port().to_string(), "--password", "pass"]);
@@ -174,34 +174,33 @@ async fn slixmpp_subscriptions_presence_carbons() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "slixmpp_im.py failed ({})\n--- stdout\n{stdout}--- stderr\n{stderr}",
+        "{name} failed ({})\n--- stdout\n{stdout}--- stderr\n{stderr}",
         out.status
     );
-    assert!(
-        stdout.contains("subscriptions: both/both") && stdout.contains("sent carbon"),
-        "{stdout}"
-    );
+    for m in markers {
+        assert!(stdout.contains(m), "{name}: missing {m:?} in\n{stdout}");
+    }
+}
+
+/// RFC 6121 and XEP-0280 with stock slixmpp: a subscription handshake
+/// (slixmpp auto-accepts and subscribes back), presence both ways, and
+/// carbons between two resources (tests/interop/slixmpp_im.py).
+#[tokio::test]
+async fn slixmpp_subscriptions_presence_carbons() {
+    run_interop_script(
+        "slixmpp_im.py",
+        &["subscriptions: both/both", "received carbon", "sent carbon"],
+    )
+    .await;
 }
 
 /// XEP-0313 paging both ways and XEP-0198 resumption after a cut socket,
 /// with stock slixmpp (tests/interop/slixmpp_mam_sm.py).
 #[tokio::test]
 async fn slixmpp_mam_paging_and_sm_resume() {
-    let s = server().await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/slixmpp_mam_sm.py");
-    let mut cmd = Command::new(PYTHON);
-    cmd.arg(script)
-        .args(["--port", &s.addr().port().to_string(), "--password", "pass"]);
-    let out = output(cmd).await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "slixmpp_mam_sm.py failed ({})\n--- stdout\n{stdout}--- stderr\n{stderr}",
-        out.status
-    );
-    assert!(
-        stdout.contains("all 15") && stdout.contains("arrived after resumption"),
-        "{stdout}"
-    );
+    run_interop_script(
+        "slixmpp_mam_sm.py",
+        &["all 15", "stream resumed", "arrived after resumption"],
+    )
+    .await;
 }

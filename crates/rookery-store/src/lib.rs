@@ -113,6 +113,25 @@ impl SqliteStore {
     }
 
     /// Runs `f` with the connection on a blocking thread.
+    /// Deletes every row of `user` from each `(table, key column)` in one
+    /// transaction: the `delete_user` of every feature store.
+    pub(crate) async fn delete_user_rows(
+        &self,
+        user: &rookery_core::Jid,
+        tables: &'static [(&'static str, &'static str)],
+    ) -> Result<(), StoreError> {
+        let key = user.as_str().to_owned();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            for (table, column) in tables {
+                tx.execute(&format!("DELETE FROM {table} WHERE {column} = ?1"), [&key])
+                    .map_err(unavailable)?;
+            }
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
     pub(crate) async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,

@@ -209,16 +209,8 @@ impl ArchiveStore for SqliteStore {
     }
 
     async fn delete_user(&self, user: &Jid) -> Result<(), StoreError> {
-        let owner = user.as_str().to_owned();
-        self.with(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
-            tx.execute("DELETE FROM mam_messages WHERE owner = ?1", [&owner])
-                .map_err(unavailable)?;
-            tx.execute("DELETE FROM mam_prefs WHERE owner = ?1", [&owner])
-                .map_err(unavailable)?;
-            tx.commit().map_err(unavailable)
-        })
-        .await
+        self.delete_user_rows(user, &[("mam_messages", "owner"), ("mam_prefs", "owner")])
+            .await
     }
 
     async fn prefs(&self, user: &Jid) -> Result<ArchivePrefs, StoreError> {

@@ -93,13 +93,8 @@ impl OfflineStore for SqliteStore {
     }
 
     async fn delete_user(&self, user: &Jid) -> Result<(), StoreError> {
-        let owner = user.as_str().to_owned();
-        self.with(move |c| {
-            c.execute("DELETE FROM offline_messages WHERE owner = ?1", [&owner])
-                .map(|_| ())
-                .map_err(unavailable)
-        })
-        .await
+        self.delete_user_rows(user, &[("offline_messages", "owner")])
+            .await
     }
 }
 

@@ -320,20 +320,15 @@ impl RosterStore for SqliteStore {
     }
 
     async fn delete_user(&self, user: &Jid) -> Result<(), StoreError> {
-        let owner = user.as_str().to_owned();
-        self.with(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
-            for table in [
-                "roster_items",
-                "roster_removed",
-                "roster_versions",
-                "roster_pending_in",
-            ] {
-                tx.execute(&format!("DELETE FROM {table} WHERE owner = ?1"), [&owner])
-                    .map_err(unavailable)?;
-            }
-            tx.commit().map_err(unavailable)
-        })
+        self.delete_user_rows(
+            user,
+            &[
+                ("roster_items", "owner"),
+                ("roster_removed", "owner"),
+                ("roster_versions", "owner"),
+                ("roster_pending_in", "owner"),
+            ],
+        )
         .await
     }
 }

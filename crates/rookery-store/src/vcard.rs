@@ -45,13 +45,7 @@ impl VCardStore for SqliteStore {
     }
 
     async fn delete_user(&self, user: &Jid) -> Result<(), StoreError> {
-        let jid = user.as_str().to_owned();
-        self.with(move |c| {
-            c.execute("DELETE FROM vcards WHERE jid = ?1", [&jid])
-                .map(|_| ())
-                .map_err(unavailable)
-        })
-        .await
+        self.delete_user_rows(user, &[("vcards", "jid")]).await
     }
 }
 

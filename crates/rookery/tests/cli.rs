@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn rookery(config: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_rookery"))
@@ -166,16 +166,13 @@ fn serve_answers_and_stops_on_sigterm() {
     let mut rest = String::new();
     let _ = s.read_to_string(&mut rest);
     assert!(rest.contains("system-shutdown"), "{rest}");
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "{status:?}");
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (done, exited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait());
+    });
+    let status = exited
+        .recv_timeout(Duration::from_secs(20))
+        .expect("did not exit after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
 }
