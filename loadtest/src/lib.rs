@@ -409,7 +409,17 @@ struct ChatOutcome {
     received: u64,
     out_of_order: u64,
     errors: Vec<String>,
-    latency: Latency,
+}
+
+/// A latency histogram shared by all connections of a run (one histogram
+/// per connection would cost ~200 KiB each).
+type SharedLatency = Arc<std::sync::Mutex<Latency>>;
+
+fn record_shared(l: &SharedLatency, sent_nanos: u128) {
+    let us = u64::try_from(now_nanos().saturating_sub(sent_nanos) / 1000).unwrap_or(u64::MAX);
+    l.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .record_micros(us);
 }
 
 /// Phases of the messaging run, broadcast to every connection.
@@ -427,6 +437,7 @@ struct ChatPlan {
     window: u32,
     sent: Arc<Vec<AtomicU64>>,
     stopped: Arc<AtomicUsize>,
+    latency: SharedLatency,
 }
 
 fn chat_message(to: &str, seq: u64) -> String {
@@ -511,7 +522,7 @@ async fn chat_task(mut c: Conn, plan: ChatPlan, mut phase: watch::Receiver<u8>) 
                     parts.next().and_then(|s| s.parse::<u64>().ok()),
                     parts.next().and_then(|t| t.parse::<u128>().ok()),
                 ) else { continue };
-                out.latency.record_micros(u64::try_from(now_nanos().saturating_sub(t) / 1000).unwrap_or(u64::MAX));
+                record_shared(&plan.latency, t);
                 out.received += 1;
                 if s != expect { out.out_of_order += 1; }
                 expect = s + 1;
@@ -555,6 +566,7 @@ async fn messaging(opts: &Options) -> anyhow::Result<Report> {
     }
     let sent: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
     let stopped = Arc::new(AtomicUsize::new(0));
+    let latency = SharedLatency::default();
     let (tx, rx) = watch::channel(SENDING);
     let interval = (opts.rate > 0.0).then(|| Duration::from_secs_f64(n as f64 / opts.rate));
     let phase = Phase::start(opts.server_pid);
@@ -579,6 +591,7 @@ async fn messaging(opts: &Options) -> anyhow::Result<Report> {
             window: opts.window.max(1),
             sent: sent.clone(),
             stopped: stopped.clone(),
+            latency: latency.clone(),
         };
         set.spawn(chat_task(c, plan, rx.clone()));
     }
@@ -603,7 +616,6 @@ async fn messaging(opts: &Options) -> anyhow::Result<Report> {
                 total.sent += o.sent;
                 total.received += o.received;
                 total.out_of_order += o.out_of_order;
-                total.latency.merge(&o.latency);
                 for e in o.errors {
                     report.error(e);
                 }
@@ -630,9 +642,8 @@ async fn messaging(opts: &Options) -> anyhow::Result<Report> {
             cpu * 1e6 / total.received as f64,
         );
     }
-    report
-        .latency
-        .insert("message".into(), total.latency.summary());
+    let latency = latency.lock().unwrap_or_else(|e| e.into_inner()).summary();
+    report.latency.insert("message".into(), latency);
     Ok(report)
 }
 
@@ -701,6 +712,7 @@ async fn presence(opts: &Options) -> anyhow::Result<Report> {
     lat.into_report(&mut report, "");
     let received = Arc::new(AtomicU64::new(0));
     let converged_count = Arc::new(AtomicUsize::new(0));
+    let change = SharedLatency::default();
     let (go_tx, go_rx) = watch::channel(false);
     let mut set = JoinSet::new();
     for (i, c) in conns.into_iter().enumerate() {
@@ -710,6 +722,7 @@ async fn presence(opts: &Options) -> anyhow::Result<Report> {
             index: index.clone(),
             received: received.clone(),
             converged: converged_count.clone(),
+            change: change.clone(),
             go: go_rx.clone(),
             timeout: Duration::from_secs_f64(opts.timeout),
             t0,
@@ -737,13 +750,11 @@ async fn presence(opts: &Options) -> anyhow::Result<Report> {
     }
     let change_s = change_start.elapsed().as_secs_f64();
     let mut converged = Latency::default();
-    let mut change = Latency::default();
     phase.finish(&mut report);
     let mut deliveries = 0u64;
     for o in &results {
         converged.record(o.converged);
-        change.merge(&o.change);
-        deliveries += o.change.count();
+        deliveries += o.changes;
     }
     let total = received.load(Ordering::Relaxed);
     report.figure("logins", results.len() as f64);
@@ -761,13 +772,14 @@ async fn presence(opts: &Options) -> anyhow::Result<Report> {
     report
         .latency
         .insert("converged".into(), converged.summary());
-    report.latency.insert("change".into(), change.summary());
+    let change = change.lock().unwrap_or_else(|e| e.into_inner()).summary();
+    report.latency.insert("change".into(), change);
     Ok(report)
 }
 
 struct PresenceOutcome {
     converged: Duration,
-    change: Latency,
+    changes: u64,
 }
 
 struct PresenceShared {
@@ -775,6 +787,7 @@ struct PresenceShared {
     index: Arc<HashMap<String, u64>>,
     received: Arc<AtomicU64>,
     converged: Arc<AtomicUsize>,
+    change: SharedLatency,
     go: watch::Receiver<bool>,
     timeout: Duration,
     t0: Instant,
@@ -786,6 +799,7 @@ async fn presence_task(mut c: Conn, sh: PresenceShared) -> anyhow::Result<Presen
         index,
         received,
         converged: converged_count,
+        change,
         mut go,
         timeout,
         t0,
@@ -793,11 +807,10 @@ async fn presence_task(mut c: Conn, sh: PresenceShared) -> anyhow::Result<Presen
     let me = c.jid.clone();
     let mut seen: HashSet<u64> = HashSet::new();
     let mut changed: HashSet<u64> = HashSet::new();
-    let mut change = Latency::default();
     let deadline = tokio::time::Instant::now() + timeout;
     let mut converged = None;
     let mut sent_change = false;
-    let mut handle = |e: &Element, seen: &mut HashSet<u64>, changed: &mut HashSet<u64>| {
+    let handle = |e: &Element, seen: &mut HashSet<u64>, changed: &mut HashSet<u64>| {
         if e.name() != "presence" || e.attr("type").is_some() {
             return;
         }
@@ -817,7 +830,7 @@ async fn presence_task(mut c: Conn, sh: PresenceShared) -> anyhow::Result<Presen
         if let Some(t) = status.and_then(|s| s.parse::<u128>().ok())
             && changed.insert(j)
         {
-            change.record_micros(u64::try_from(now_nanos().saturating_sub(t) / 1000).unwrap_or(0));
+            record_shared(&change, t);
         }
     };
     loop {
@@ -853,7 +866,7 @@ async fn presence_task(mut c: Conn, sh: PresenceShared) -> anyhow::Result<Presen
     c.close().await;
     Ok(PresenceOutcome {
         converged: converged.unwrap_or_default(),
-        change,
+        changes: changed.len() as u64,
     })
 }
 
@@ -876,10 +889,22 @@ async fn provision(
         let jids: Vec<String> = (0..n).map(|j| opts.bare(j)).collect();
         set.spawn(async move {
             let r: anyhow::Result<()> = async {
+                // Done when the roster (initial result, then roster pushes,
+                // RFC 6121 §2.1.6) shows every contact with subscription
+                // `both`; every request is approved until then.
+                let wanted: HashSet<u64> = contacts_of(i, n, k).into_iter().collect();
+                let mut both: HashSet<u64> = c
+                    .roster
+                    .iter()
+                    .filter(|it| it.attr("subscription") == Some("both"))
+                    .filter_map(|it| it.attr("jid").and_then(|j| index.get(j)).copied())
+                    .collect();
                 let mut asked: HashSet<u64> = HashSet::new();
-                let mut approved_by: HashSet<u64> = HashSet::new();
                 for j in 1..=k / 2 {
                     let t = (i + j) % n;
+                    if both.contains(&t) {
+                        continue;
+                    }
                     asked.insert(t);
                     c.send(&format!(
                         "<presence type='subscribe' to='{}'/>",
@@ -888,36 +913,43 @@ async fn provision(
                     .await?;
                 }
                 let deadline = tokio::time::Instant::now() + timeout;
-                while approved_by.len() < usize::try_from(k).unwrap_or(usize::MAX) {
+                while !wanted.is_subset(&both) {
                     let e = tokio::time::timeout_at(deadline, c.next_stanza())
                         .await
                         .map_err(|_| {
-                            anyhow::anyhow!("provisioning timed out at {}/{k}", approved_by.len())
+                            anyhow::anyhow!(
+                                "provisioning timed out with {}/{k} contacts",
+                                wanted.intersection(&both).count()
+                            )
                         })??;
                     if let Some(a) = conn::iq_answer(&e) {
+                        if let Some(q) = e.child("query", "jabber:iq:roster") {
+                            for it in q.children() {
+                                let Some(&j) = it.attr("jid").and_then(|j| index.get(j)) else {
+                                    continue;
+                                };
+                                if it.attr("subscription") == Some("both") {
+                                    both.insert(j);
+                                } else {
+                                    both.remove(&j);
+                                }
+                            }
+                        }
                         c.send(&a).await?;
                         continue;
                     }
-                    if e.name() != "presence" {
+                    if e.name() != "presence" || e.attr("type") != Some("subscribe") {
                         continue;
                     }
                     let Some(from) = e.attr("from").map(bare_of) else {
                         continue;
                     };
                     let Some(&j) = index.get(from) else { continue };
-                    match e.attr("type") {
-                        Some("subscribe") => {
-                            c.send(&format!("<presence type='subscribed' to='{from}'/>"))
-                                .await?;
-                            if asked.insert(j) {
-                                c.send(&format!("<presence type='subscribe' to='{from}'/>"))
-                                    .await?;
-                            }
-                        }
-                        Some("subscribed") => {
-                            approved_by.insert(j);
-                        }
-                        _ => {}
+                    c.send(&format!("<presence type='subscribed' to='{from}'/>"))
+                        .await?;
+                    if asked.insert(j) {
+                        c.send(&format!("<presence type='subscribe' to='{from}'/>"))
+                            .await?;
                     }
                 }
                 Ok(())

@@ -11,7 +11,12 @@
 //!
 //! All access goes through one connection on a blocking thread
 //! (`spawn_blocking`), so the async runtime never waits on disk. WAL mode lets
-//! readers proceed during writes.
+//! readers proceed during writes. Archive appends, the one write on the
+//! message path, go through a group-commit writer thread instead: every
+//! append waiting while a batch commits goes into the next transaction, so
+//! under load one commit (and one WAL sync point) serves many messages while
+//! each caller still returns only after its row is committed
+//! (`docs/decisions/0009-archive-group-commit.md`).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -20,6 +25,7 @@ use rookery_core::users::StoreError;
 use rusqlite::{Connection, OptionalExtension, params};
 
 mod blocking;
+mod group_commit;
 mod last;
 mod mam;
 mod offline;
@@ -50,10 +56,67 @@ pub(crate) fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// How often the checkpointer copies the WAL back into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// WAL size past which the checkpointer truncates it.
+const WAL_LIMIT: u64 = 64 << 20;
+
+/// Moves WAL checkpoints off the writing connection: a thread with its own
+/// connection runs a PASSIVE checkpoint (which never blocks readers or the
+/// writer) every [`CHECKPOINT_EVERY`], and the main connection stops
+/// checkpointing itself. Under load the archive writer was spending a
+/// third of its time copying pages back (docs/benchmarks.md); this puts
+/// that work on the other core.
+fn start_checkpointer(
+    main: &Arc<Mutex<Connection>>,
+    path: &Path,
+) -> Result<std::sync::mpsc::SyncSender<()>, StoreError> {
+    let own = Connection::open(path).map_err(unavailable)?;
+    own.execute_batch("PRAGMA busy_timeout = 5000;")
+        .map_err(unavailable)?;
+    main.lock()
+        .map_err(|_| StoreError::Unavailable("store lock poisoned".into()))?
+        .execute_batch("PRAGMA wal_autocheckpoint = 0;")
+        .map_err(unavailable)?;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = std::path::PathBuf::from(wal);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<()>(0);
+    std::thread::Builder::new()
+        .name("rookery-checkpoint".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                rx.recv_timeout(CHECKPOINT_EVERY)
+            {
+                if let Err(e) = own.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+                // Under sustained writes a PASSIVE checkpoint never finds the
+                // WAL idle, so SQLite never starts it over and it grows
+                // without bound: past the limit, wait for the writer between
+                // two transactions and truncate it (a short pause, since the
+                // passive pass just copied almost everything).
+                if std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_LIMIT)
+                    && let Err(e) = own.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+                {
+                    tracing::warn!(error = %e, "WAL truncation failed");
+                }
+            }
+            // The store is gone: fold the WAL back in before exiting.
+            let _ = own.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+        })
+        .map_err(unavailable)?;
+    Ok(tx)
+}
+
 /// The SQLite store.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    archive_writer: group_commit::Writer,
+    /// Dropping the last clone stops the checkpointer thread.
+    _checkpointer: Option<Arc<std::sync::mpsc::SyncSender<()>>>,
 }
 
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -67,7 +130,9 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(unavailable)?;
         }
         let conn = Connection::open(path).map_err(unavailable)?;
-        SqliteStore::init(conn)
+        let mut store = SqliteStore::init(conn)?;
+        store._checkpointer = Some(Arc::new(start_checkpointer(&store.conn, path)?));
+        Ok(store)
     }
 
     /// A private in-memory store (tests).
@@ -76,8 +141,12 @@ impl SqliteStore {
     }
 
     fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
+        // 8 MiB of page cache (4x the default; much larger caches made every
+        // commit slower, as SQLite scans the cache's hash at the end of each
+        // transaction), and reads through mmap instead of pread copies.
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;
+             PRAGMA cache_size = -8192; PRAGMA mmap_size = 268435456;",
         )
         .map_err(unavailable)?;
         conn.execute_batch(
@@ -107,8 +176,11 @@ impl SqliteStore {
             tx.commit().map_err(unavailable)?;
             tracing::info!(migration = name, "store schema updated");
         }
+        let conn = Arc::new(Mutex::new(conn));
         Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
+            archive_writer: group_commit::Writer::start(conn.clone())?,
+            conn,
+            _checkpointer: None,
         })
     }
 

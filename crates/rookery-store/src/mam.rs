@@ -174,25 +174,15 @@ fn join_jids(l: &[Jid]) -> String {
 #[async_trait]
 impl ArchiveStore for SqliteStore {
     async fn append(&self, user: &Jid, item: &ArchivedMessage) -> Result<(), StoreError> {
-        let owner = user.as_str().to_owned();
-        let item = item.clone();
-        self.with(move |c| {
-            c.prepare_cached(
-                "INSERT INTO mam_messages (owner, id, ts, with_jid, stanza) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    owner,
-                    item.id,
-                    item.ts,
-                    item.with.as_str(),
-                    item.stanza
-                ])
+        self.archive_writer
+            .append(crate::group_commit::Row {
+                owner: user.as_str().to_owned(),
+                id: item.id.clone(),
+                ts: item.ts,
+                with: item.with.as_str().to_owned(),
+                stanza: item.stanza.clone(),
             })
-            .map(|_| ())
-            .map_err(unavailable)
-        })
-        .await
+            .await
     }
 
     async fn query(
@@ -202,6 +192,8 @@ impl ArchiveStore for SqliteStore {
         page: &Page,
         limit: usize,
     ) -> Result<ArchivePage, QueryError> {
+        // Read your writes: every row queued before the query is committed.
+        self.archive_writer.flush().await?;
         let owner = user.as_str().to_owned();
         let (filter, page) = (filter.clone(), page.clone());
         self.with(move |c| Ok(query(c, &owner, &filter, &page, limit)))
@@ -209,6 +201,7 @@ impl ArchiveStore for SqliteStore {
     }
 
     async fn delete_user(&self, user: &Jid) -> Result<(), StoreError> {
+        self.archive_writer.flush().await?;
         self.delete_user_rows(user, &[("mam_messages", "owner"), ("mam_prefs", "owner")])
             .await
     }

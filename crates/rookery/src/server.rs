@@ -104,12 +104,26 @@ fn server_secret(dir: &Path) -> anyhow::Result<[u8; 32]> {
     Ok(secret)
 }
 
+/// Listen backlog: a login storm opens thousands of connections at once,
+/// and tokio's default of 1,024 (128 after the kernel's old `somaxconn`)
+/// refuses some of them; the kernel caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 async fn bind_all(addrs: &[SocketAddr], what: &str) -> anyhow::Result<Vec<TcpListener>> {
     let mut out = Vec::new();
     for a in addrs {
-        let l = TcpListener::bind(a)
-            .await
-            .with_context(|| format!("binding {what} on {a}"))?;
+        let l = listen(*a).with_context(|| format!("binding {what} on {a}"))?;
         out.push(l);
     }
     Ok(out)
