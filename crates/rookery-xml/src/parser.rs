@@ -126,9 +126,6 @@ pub struct Parser {
 /// UTF-8 encoding of U+FEFF.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// Buffers with more spare capacity than this are released once drained.
-const KEEP_CAPACITY: usize = 4096;
-
 impl Parser {
     /// A parser for a `<stream:stream>`-wrapped stream (c2s, s2s over TCP).
     pub fn new(limits: Limits) -> Parser {
@@ -241,11 +238,10 @@ impl Parser {
     /// Drops consumed bytes, releasing large buffers.
     fn compact(&mut self) {
         if self.pos == self.buf.len() {
-            if self.buf.capacity() > KEEP_CAPACITY {
-                self.buf = Vec::new();
-            } else {
-                self.buf.clear();
-            }
+            // Everything was consumed: give the memory back, so that a
+            // connection waiting for its next stanza holds no buffer (the
+            // next read allocates just what it brings).
+            self.buf = Vec::new();
             self.pos = 0;
         } else if self.pos > 0 {
             self.buf.drain(..self.pos);
