@@ -96,6 +96,11 @@ pub struct Options {
     /// Longest wait for a single answer, and for each phase to settle, in s.
     #[arg(long, default_value_t = 120.0)]
     pub timeout: f64,
+    /// File that keeps SCRAM salted passwords between runs, so that a
+    /// login storm measures the server's work rather than the generator's
+    /// PBKDF2.
+    #[arg(long)]
+    pub salt_cache: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -116,7 +121,10 @@ impl Options {
             source_ips,
             step_timeout: Duration::from_secs_f64(self.timeout),
             tls_config: conn::tls_config()?,
-            salts: SaltCache::default(),
+            salts: match &self.salt_cache {
+                Some(p) => SaltCache::load(p)?,
+                None => SaltCache::default(),
+            },
         })
     }
 
@@ -160,13 +168,18 @@ pub enum Scenario {
 
 /// Runs one scenario.
 pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
-    match scenario {
-        Scenario::Register => register(opts).await,
-        Scenario::Login => login(opts).await,
-        Scenario::Messaging => messaging(opts).await,
-        Scenario::Presence => presence(opts).await,
-        Scenario::Idle => idle(opts).await,
+    let target = Arc::new(opts.target()?);
+    let report = match scenario {
+        Scenario::Register => register(opts, &target).await,
+        Scenario::Login => login(opts, &target).await,
+        Scenario::Messaging => messaging(opts, &target).await,
+        Scenario::Presence => presence(opts, &target).await,
+        Scenario::Idle => idle(opts, &target).await,
+    }?;
+    if let Some(p) = &opts.salt_cache {
+        target.salts.save(p)?;
     }
+    Ok(report)
 }
 
 fn now_nanos() -> u128 {
@@ -285,8 +298,7 @@ const FULL: LoginSteps = LoginSteps {
 
 /// `register`: creates the accounts by in-band registration; existing
 /// accounts count as `existing`, not as errors.
-async fn register(opts: &Options) -> anyhow::Result<Report> {
-    let target = Arc::new(opts.target()?);
+async fn register(opts: &Options, target: &Arc<Target>) -> anyhow::Result<Report> {
     let mut report = opts.report("register");
     let phase = Phase::start(opts.server_pid);
     let sem = Arc::new(Semaphore::new(opts.concurrency.max(1)));
@@ -317,11 +329,10 @@ async fn register(opts: &Options) -> anyhow::Result<Report> {
 /// `login`: the login storm. The measured phase ends when the last login
 /// completed (initial presence echoed back); the connections are closed
 /// after it.
-async fn login(opts: &Options) -> anyhow::Result<Report> {
-    let target = Arc::new(opts.target()?);
+async fn login(opts: &Options, target: &Arc<Target>) -> anyhow::Result<Report> {
     let mut report = opts.report("login");
     let phase = Phase::start(opts.server_pid);
-    let (conns, lat) = login_many(opts, &target, FULL, opts.rate, &mut report).await;
+    let (conns, lat) = login_many(opts, target, FULL, opts.rate, &mut report).await;
     phase.finish(&mut report);
     let ok = conns.iter().flatten().count() as f64;
     report.figure("logins", ok);
@@ -342,14 +353,13 @@ async fn login(opts: &Options) -> anyhow::Result<Report> {
 /// `idle`: logs every account in, waits two seconds for the server to
 /// settle, reads its RSS, holds the connections for `--duration` seconds,
 /// then checks each is still alive with an XEP-0199 ping.
-async fn idle(opts: &Options) -> anyhow::Result<Report> {
-    let target = Arc::new(opts.target()?);
+async fn idle(opts: &Options, target: &Arc<Target>) -> anyhow::Result<Report> {
     let mut report = opts.report("idle");
     report.param("hold_s", opts.duration);
     let own = std::process::id();
     let gen_rss0 = measure::rss_kib(own).unwrap_or(0);
     let phase = Phase::start(opts.server_pid);
-    let (conns, lat) = login_many(opts, &target, FULL, opts.rate, &mut report).await;
+    let (conns, lat) = login_many(opts, target, FULL, opts.rate, &mut report).await;
     let ok = conns.iter().flatten().count() as u64;
     report.figure("connections", ok as f64);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -548,8 +558,7 @@ async fn chat_task(mut c: Conn, plan: ChatPlan, mut phase: watch::Receiver<u8>) 
 /// `messaging`: accounts 2k and 2k+1 form a pair and send each other chat
 /// messages to the bare JID for `--duration` seconds, then every message
 /// sent is waited for (up to `--timeout`). Lost = sent − received.
-async fn messaging(opts: &Options) -> anyhow::Result<Report> {
-    let target = Arc::new(opts.target()?);
+async fn messaging(opts: &Options, target: &Arc<Target>) -> anyhow::Result<Report> {
     let mut report = opts.report("messaging");
     report.param("duration_s", opts.duration);
     if opts.rate <= 0.0 {
@@ -559,7 +568,7 @@ async fn messaging(opts: &Options) -> anyhow::Result<Report> {
     if n < 2 {
         bail!("messaging needs at least two users");
     }
-    let (conns, _) = login_many(opts, &target, FULL, 0.0, &mut report).await;
+    let (conns, _) = login_many(opts, target, FULL, 0.0, &mut report).await;
     if report.errors > 0 {
         close_all(conns).await;
         return Ok(report);
@@ -665,8 +674,7 @@ fn bare_of(jid: &str) -> &str {
 /// first time), then measures (1) a login of every account with initial
 /// presence until each has seen all its contacts available, and (2) one
 /// presence change per account until every contact has received it.
-async fn presence(opts: &Options) -> anyhow::Result<Report> {
-    let target = Arc::new(opts.target()?);
+async fn presence(opts: &Options, target: &Arc<Target>) -> anyhow::Result<Report> {
     let mut report = opts.report("presence");
     let (n, k) = (opts.users, opts.contacts);
     report.param("contacts", k);
@@ -676,7 +684,7 @@ async fn presence(opts: &Options) -> anyhow::Result<Report> {
     let index: Arc<HashMap<String, u64>> = Arc::new((0..n).map(|i| (opts.bare(i), i)).collect());
     // Provisioning (not measured). Subscription requests reach only
     // available resources (RFC 6121 §3.1.3), so this login sends presence.
-    let (conns, _) = login_many(opts, &target, FULL, 0.0, &mut report).await;
+    let (conns, _) = login_many(opts, target, FULL, 0.0, &mut report).await;
     if report.errors > 0 {
         close_all(conns).await;
         return Ok(report);
@@ -708,7 +716,7 @@ async fn presence(opts: &Options) -> anyhow::Result<Report> {
     // (1) Everyone logs in and waits for all contacts to be available.
     let phase = Phase::start(opts.server_pid);
     let t0 = Instant::now();
-    let (conns, lat) = login_many(opts, &target, FULL, opts.rate, &mut report).await;
+    let (conns, lat) = login_many(opts, target, FULL, opts.rate, &mut report).await;
     lat.into_report(&mut report, "");
     let received = Arc::new(AtomicU64::new(0));
     let converged_count = Arc::new(AtomicUsize::new(0));

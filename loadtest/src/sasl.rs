@@ -72,7 +72,62 @@ type CacheKey = (Mechanism, String, Vec<u8>, u32);
 #[derive(Clone, Debug, Default)]
 pub struct SaltCache(Arc<Mutex<HashMap<CacheKey, Vec<u8>>>>);
 
+/// One cache entry on disk.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Entry {
+    mech: String,
+    password: String,
+    salt: String,
+    iterations: u32,
+    salted: String,
+}
+
 impl SaltCache {
+    /// Loads a cache file written by [`SaltCache::save`]; a missing file is
+    /// an empty cache. Real clients keep the salted password too (RFC 5802
+    /// §5.1 lets them cache it), so logging in again costs only HMACs.
+    pub fn load(path: &std::path::Path) -> anyhow::Result<SaltCache> {
+        let cache = SaltCache::default();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(cache),
+            Err(e) => return Err(e.into()),
+        };
+        let entries: Vec<Entry> = serde_json::from_str(&text)?;
+        let mut map = cache.0.lock().unwrap_or_else(|e| e.into_inner());
+        for e in entries {
+            let mech = match e.mech.as_str() {
+                "SCRAM-SHA-1" => Mechanism::ScramSha1,
+                "SCRAM-SHA-256" => Mechanism::ScramSha256,
+                _ => continue,
+            };
+            map.insert(
+                (mech, e.password, B64.decode(e.salt)?, e.iterations),
+                B64.decode(e.salted)?,
+            );
+        }
+        drop(map);
+        Ok(cache)
+    }
+
+    /// Writes the cache to a file.
+    pub fn save(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let entries: Vec<Entry> = map
+            .iter()
+            .map(|((m, pw, salt, it), salted)| Entry {
+                mech: m.name().to_owned(),
+                password: pw.clone(),
+                salt: B64.encode(salt),
+                iterations: *it,
+                salted: B64.encode(salted),
+            })
+            .collect();
+        drop(map);
+        std::fs::write(path, serde_json::to_vec(&entries)?)?;
+        Ok(())
+    }
+
     fn salted(&self, m: Mechanism, password: &str, salt: &[u8], iters: u32) -> Vec<u8> {
         let key = (m, password.to_owned(), salt.to_vec(), iters);
         if let Some(v) = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
@@ -221,6 +276,19 @@ mod tests {
             x.verify_success(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn cache_survives_a_file() {
+        let dir = std::env::temp_dir().join(format!("salts-{}", std::process::id()));
+        let c = SaltCache::default();
+        let a = c.salted(Mechanism::ScramSha1, "pw", b"salt", 4096);
+        c.save(&dir).unwrap();
+        let d = SaltCache::load(&dir).unwrap();
+        assert_eq!(d.0.lock().unwrap().len(), 1);
+        assert_eq!(d.salted(Mechanism::ScramSha1, "pw", b"salt", 4096), a);
+        std::fs::remove_file(&dir).unwrap();
+        assert!(SaltCache::load(&dir).unwrap().0.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -35,6 +35,7 @@ fn options(s: &TestServer, users: u64, prefix: &str) -> Options {
         label: "rookery-in-process".into(),
         source_ips: 4,
         timeout: 30.0,
+        salt_cache: None,
     }
 }
 
