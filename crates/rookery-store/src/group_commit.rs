@@ -5,8 +5,8 @@
 //! every other job already queued (up to [`MAX_BATCH`]), writes all the rows
 //! in one transaction, then answers the flushes among them. While a batch
 //! commits, new rows queue up for the next one, so the batch size grows with
-//! the load by itself; after the first row of a batch the writer also lets
-//! rows gather for [`LINGER`] (5 ms), so that a lightly loaded server does
+//! the load by itself; a batch smaller than [`LINGER_BELOW`] rows also
+//! waits [`LINGER`] (5 ms) for more, so that a lightly loaded server does
 //! not pay one commit per row.
 //!
 //! Appending does not wait for the commit: routing a message costs one
@@ -32,6 +32,9 @@ const MAX_BATCH: usize = 1024;
 /// How long the writer lets rows gather after the first one of a batch.
 /// Bounds how late a row becomes durable (a flush is answered no later).
 const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Batches smaller than this wait [`LINGER`] for more rows.
+const LINGER_BELOW: usize = 64;
 
 /// Rows that may wait for the writer before appends wait for room.
 const QUEUE: usize = 16 * 1024;
@@ -94,20 +97,27 @@ fn run(conn: &Mutex<Connection>, mut rx: mpsc::Receiver<Job>) {
     let mut rows: Vec<Row> = Vec::with_capacity(MAX_BATCH);
     let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
-        if matches!(first, Job::Append(_)) {
-            // Let the batch fill: nobody waits for an append's commit, and a
-            // commit costs the same for one row as for dozens.
-            std::thread::sleep(LINGER);
-        }
         let mut job = Some(first);
-        while let Some(j) = job.take() {
-            match j {
-                Job::Append(r) => rows.push(r),
-                Job::Flush(f) => flushes.push(f),
+        let mut lingered = false;
+        loop {
+            while let Some(j) = job.take() {
+                match j {
+                    Job::Append(r) => rows.push(r),
+                    Job::Flush(f) => flushes.push(f),
+                }
+                if rows.len() + flushes.len() < MAX_BATCH {
+                    job = rx.try_recv().ok();
+                }
             }
-            if rows.len() + flushes.len() < MAX_BATCH {
-                job = rx.try_recv().ok();
+            // A small batch with nobody waiting for it: let it fill, since
+            // nobody waits for an append's commit and a commit costs about
+            // the same for one row as for dozens. A backlog goes at once.
+            if lingered || !flushes.is_empty() || rows.len() >= LINGER_BELOW {
+                break;
             }
+            std::thread::sleep(LINGER);
+            lingered = true;
+            job = rx.try_recv().ok();
         }
         if !rows.is_empty() {
             match conn.lock() {
