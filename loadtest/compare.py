@@ -138,7 +138,7 @@ def scenarios(args) -> list[tuple[str, str, list[str]]]:
                                   "--window", "2", "--duration", str(args.msg_seconds),
                                   "--timeout", "60"]),
         ("presence", "presence", ["--users", str(args.presence_users), "--contacts",
-                                  str(args.contacts), "--prefix", "pres", "--timeout", "120"]),
+                                  str(args.contacts), "--prefix", "pres", "--timeout", "180"]),
     ]
 
 
@@ -158,6 +158,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--out", default=None, help="append the JSON lines to this file")
+    ap.add_argument("--peer-storage", choices=["default", "sql"], default="default",
+                    help="the peers' storage: their out-of-the-box backends (Prosody's "
+                         "internal files, ejabberd's mnesia) or SQLite for both")
     args = ap.parse_args()
     if args.quick:
         args.users, args.msg_rate, args.msg_seconds = 200, 200, 3
@@ -174,10 +177,15 @@ def main() -> int:
     t_start = time.monotonic()
     results: dict[tuple[str, str], dict] = {}
     names: list[str] = []
-    with peers.PeerSet(rookery_bin, args.base_port, which=which) as ps:
+    with peers.PeerSet(rookery_bin, args.base_port, which=which,
+                       peer_storage=args.peer_storage) as ps:
         for srv in ps.servers:
             names.append(srv.name)
             for key, scenario, extra in scenarios(args):
+                if key == "presence" and hasattr(srv, "write_rosters") and \
+                        srv.write_rosters("pres", args.presence_users, args.contacts):
+                    print(f"compare: {srv.name}: presence rosters written to its file store",
+                          file=sys.stderr)
                 print(f"compare: {srv.name} {key} ...", file=sys.stderr)
                 try:
                     results[(srv.name, key)] = run_load(load_bin, scenario, srv, args, extra)
@@ -193,8 +201,8 @@ def main() -> int:
     print(f"\nRookery vs peers, commit {commit}, {time.strftime('%Y-%m-%d')}, "
           f"{os.cpu_count()} CPUs, sizes: users={args.users} msg_rate={args.msg_rate} "
           f"msg_seconds={args.msg_seconds} sat_users={args.sat_users} "
-          f"presence_users={args.presence_users}x{args.contacts} idle_s={args.idle_seconds}; "
-          f"run took {total:.0f} s")
+          f"presence_users={args.presence_users}x{args.contacts} idle_s={args.idle_seconds}, "
+          f"peer storage {args.peer_storage}; run took {total:.0f} s")
     rookery = next((n for n in names if n == "Rookery"), None)
     peer_names = [n for n in names if n != rookery]
     header = ["scenario", "figure", *names]

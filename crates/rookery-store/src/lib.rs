@@ -184,6 +184,12 @@ impl SqliteStore {
         })
     }
 
+    /// Returns once every archive row queued so far is committed (for a
+    /// clean shutdown; queries and deletions flush by themselves).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.archive_writer.flush().await
+    }
+
     /// Runs `f` with the connection on a blocking thread.
     /// Deletes every row of `user` from each `(table, key column)` in one
     /// transaction: the `delete_user` of every feature store.

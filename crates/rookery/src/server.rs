@@ -35,6 +35,7 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    store: SqliteStore,
 }
 
 impl Running {
@@ -46,6 +47,10 @@ impl Running {
         let _ =
             tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
         self.tasks.abort_all();
+        // Archive rows still queued for the group commit go to disk.
+        if let Err(e) = self.store.flush().await {
+            tracing::warn!(error = %e, "archive rows not written at shutdown");
+        }
     }
 }
 
@@ -140,7 +145,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.server.scram_iterations,
     );
 
-    let stores = stores(&open_store(&config)?);
+    let store = open_store(&config)?;
+    let stores = stores(&store);
     let users: Arc<dyn UserStore> = stores.users.clone();
     let metrics = Metrics::new();
     let sessions = LocalSessions::new(
@@ -185,6 +191,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics: metrics.clone(),
         shutdown: shutdown_tx,
         tasks: JoinSet::new(),
+        store,
     };
     for l in bind_all(&config.c2s.listen, "c2s").await? {
         let addr = l.local_addr()?;
