@@ -60,16 +60,33 @@ def client(user, resource, password, port, loop):
     x.add_event_handler('message', lambda m: x.inbox.put_nowait(m) if m['body'] else None)
     x.add_event_handler('carbon_received', lambda m: x.carbons.put_nowait(('received', m)))
     x.add_event_handler('carbon_sent', lambda m: x.carbons.put_nowait(('sent', m)))
+    for ev in CHANGE_EVENTS:
+        x.add_event_handler(ev, lambda _: CHANGED.set())
     x.connect(address=('127.0.0.1', port))
     return x
 
 
+# Set whenever a roster or presence change reaches either client; until()
+# re-checks its condition on each change instead of polling.
+CHANGED = asyncio.Event()
+CHANGE_EVENTS = ('roster_update', 'changed_subscription', 'changed_status',
+                 'presence_available', 'presence_unavailable', 'presence_subscribed')
+
+
 async def until(cond, what):
-    for _ in range(int(TIMEOUT * 20)):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while True:
+        CHANGED.clear()
         if cond():
             return
-        await asyncio.sleep(0.05)
-    raise RuntimeError(f"timed out waiting for {what}")
+        left = deadline - loop.time()
+        if left <= 0:
+            raise RuntimeError(f"timed out waiting for {what}")
+        try:
+            await asyncio.wait_for(CHANGED.wait(), left)
+        except asyncio.TimeoutError:
+            pass
 
 
 async def main(args):

@@ -52,6 +52,8 @@ def client(user, resource, password, port, loop, sm=False):
 
     x.add_event_handler('session_start', start)
     x.add_event_handler('session_resumed', lambda _: x.resumed.set())
+    x.sm_ready = asyncio.Event()
+    x.add_event_handler('sm_enabled', lambda _: x.sm_ready.set())
     x.add_event_handler('message', lambda m: x.inbox.put_nowait(m) if m['body'] else None)
     x.connect(address=('127.0.0.1', port))
     return x
@@ -89,15 +91,12 @@ async def main(args):
     say("MAM paging: all 15 forward, newest page backward")
 
     sm = bob['xep_0198']
-    for _ in range(int(TIMEOUT * 20)):
-        if sm.sm_id:
-            break
-        await asyncio.sleep(0.05)
+    await asyncio.wait_for(bob.sm_ready.wait(), TIMEOUT)
     assert sm.sm_id, "stream management was not enabled with resumption"
     say(f"SM enabled, id {sm.sm_id}")
-    # Cut the socket: no </stream:stream>, no ack.
+    # Cut the socket: no </stream:stream>, no ack. Whether the server has
+    # noticed yet or not, what alice sends next is queued for bob's session.
     bob.transport.abort()
-    await asyncio.sleep(0.2)
     away = [f"{tag}-away-{i}" for i in range(3)]
     for b in away:
         alice.send_message(mto=bob_jid, mbody=b, mtype='chat')

@@ -32,17 +32,16 @@ async fn output(mut cmd: Command) -> Output {
         .stderr(err.try_clone().unwrap())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if start.elapsed() > SCRIPT_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
+    // A blocking thread waits for the child; the test waits for that thread
+    // (no polling), and kills the child if it overstays.
+    let pid = child.id();
+    let waiter = tokio::task::spawn_blocking(move || child.wait().unwrap());
+    let status = match tokio::time::timeout(SCRIPT_TIMEOUT, waiter).await {
+        Ok(st) => st.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
             panic!("{cmd:?} still running after {SCRIPT_TIMEOUT:?}; killed");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let read = |mut f: std::fs::File| {
         use std::io::{Read, Seek};
