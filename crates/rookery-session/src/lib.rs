@@ -1023,14 +1023,12 @@ impl SessionService for LocalSessions {
         };
         if let Some(r) = removed {
             let status = r.last_status.unwrap_or_default();
-            // XEP-0012 §3 before the broadcast: a contact who sees the
-            // unavailable presence and asks for the last activity gets it.
-            if offline_now {
-                modules::last::record(&self.stores, &bare, status).await;
-            }
             // RFC 6121 §4.5.2: gone without unavailable presence.
             self.went_offline(jid, r.presence.is_some(), r.directed)
                 .await;
+            if offline_now {
+                modules::last::record(&self.stores, &bare, status).await;
+            }
             if let Some(sm) = r.sm {
                 self.reroute_unacked(jid, sm.take_unacked()).await;
             }
