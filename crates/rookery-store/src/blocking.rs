@@ -39,7 +39,7 @@ impl BlocklistStore for SqliteStore {
         let owner = user.as_str().to_owned();
         let jids: Vec<String> = jids.iter().map(|j| j.as_str().to_owned()).collect();
         self.with(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
+            let tx = crate::write_tx(c)?;
             {
                 let mut st = tx
                     .prepare_cached(
@@ -59,7 +59,7 @@ impl BlocklistStore for SqliteStore {
         let owner = user.as_str().to_owned();
         let jids: Vec<String> = jids.iter().map(|j| j.as_str().to_owned()).collect();
         self.with(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
+            let tx = crate::write_tx(c)?;
             if jids.is_empty() {
                 tx.execute("DELETE FROM blocklist WHERE owner = ?1", [&owner])
                     .map_err(unavailable)?;

@@ -158,7 +158,7 @@ fn write_one(c: &Connection, r: &Row) -> Result<(), StoreError> {
 }
 
 fn write(c: &mut Connection, rows: &[Row]) -> Result<(), StoreError> {
-    let tx = c.transaction().map_err(unavailable)?;
+    let tx = crate::write_tx(c)?;
     {
         let mut st = tx.prepare_cached(INSERT).map_err(unavailable)?;
         for r in rows {

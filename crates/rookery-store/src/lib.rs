@@ -119,6 +119,17 @@ pub struct SqliteStore {
     _checkpointer: Option<Arc<std::sync::mpsc::SyncSender<()>>>,
 }
 
+/// Begins a transaction that takes the write lock at once (`BEGIN
+/// IMMEDIATE`). A deferred one that reads first and then writes cannot wait
+/// for another connection's writer: SQLite fails its upgrade with
+/// `SQLITE_BUSY` at once instead of calling the busy handler, and another
+/// process on the same file (`rookery user add` beside a running server) is
+/// enough to hit that.
+pub(crate) fn write_tx(c: &mut Connection) -> Result<rusqlite::Transaction<'_>, StoreError> {
+    c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(unavailable)
+}
+
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -165,7 +176,11 @@ impl SqliteStore {
             if done.is_some() {
                 continue;
             }
-            let tx = conn.unchecked_transaction().map_err(unavailable)?;
+            let tx = rusqlite::Transaction::new_unchecked(
+                &conn,
+                rusqlite::TransactionBehavior::Immediate,
+            )
+            .map_err(unavailable)?;
             tx.execute_batch(sql)
                 .map_err(|e| StoreError::Unavailable(format!("migration {name}: {e}")))?;
             tx.execute(
@@ -200,7 +215,7 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let key = user.as_str().to_owned();
         self.with(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
+            let tx = crate::write_tx(c)?;
             for (table, column) in tables {
                 tx.execute(&format!("DELETE FROM {table} WHERE {column} = ?1"), [&key])
                     .map_err(unavailable)?;
@@ -247,5 +262,35 @@ mod tests {
             .unwrap();
         let again = SqliteStore::open(&path).unwrap();
         assert_eq!(again.credentials("a@b").await.unwrap(), Some(creds));
+    }
+
+    /// Another process on the same file (the `rookery user` command beside
+    /// a running server) must not make the server's read-then-write
+    /// transactions fail: they wait for its writer instead.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_second_writer_on_the_file_is_waited_for() {
+        use rookery_session::offline::OfflineStore;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rookery.db");
+        let server = SqliteStore::open(&path).unwrap();
+        let bob = rookery_core::Jid::parse("bob@b").unwrap();
+        let other = {
+            let path = path.clone();
+            tokio::spawn(async move {
+                let creds = StoredCredentials::derive("pw", 1);
+                for i in 0..30 {
+                    let admin = SqliteStore::open(&path).unwrap();
+                    admin.create(&format!("u{i}@b"), &creds).await.unwrap();
+                }
+            })
+        };
+        let mut pushed = 0;
+        while !other.is_finished() {
+            server.push(&bob, "<message/>", usize::MAX).await.unwrap();
+            pushed += 1;
+        }
+        other.await.unwrap();
+        assert!(pushed > 0);
+        assert_eq!(server.count(&bob).await.unwrap(), pushed);
     }
 }

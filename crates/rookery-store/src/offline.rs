@@ -23,7 +23,7 @@ impl OfflineStore for SqliteStore {
     async fn push(&self, user: &Jid, stanza: &str, max: usize) -> Result<bool, StoreError> {
         let (owner, stanza) = (user.as_str().to_owned(), stanza.to_owned());
         self.with(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
+            let tx = crate::write_tx(c)?;
             let n: i64 = tx
                 .query_row(
                     "SELECT COUNT(*) FROM offline_messages WHERE owner = ?1",
@@ -64,7 +64,7 @@ impl OfflineStore for SqliteStore {
     async fn remove(&self, user: &Jid, ids: &[i64]) -> Result<(), StoreError> {
         let (owner, ids) = (user.as_str().to_owned(), ids.to_vec());
         self.with(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
+            let tx = crate::write_tx(c)?;
             {
                 let mut st = tx
                     .prepare_cached("DELETE FROM offline_messages WHERE owner = ?1 AND id = ?2")

@@ -57,7 +57,7 @@ impl PrivateStore for SqliteStore {
     ) -> Result<bool, StoreError> {
         let (jid, items) = (user.as_str().to_owned(), items.to_vec());
         self.with(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
+            let tx = crate::write_tx(c)?;
             {
                 let mut st = tx
                     .prepare_cached(

@@ -161,7 +161,7 @@ impl RosterStore for SqliteStore {
         let owner = user.as_str().to_owned();
         let item = item.clone();
         self.with(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
+            let tx = crate::write_tx(c)?;
             let v = bump(&tx, &owner).map_err(unavailable)?;
             let groups = item.groups.join(&SEP.to_string());
             tx.execute(
@@ -193,7 +193,7 @@ impl RosterStore for SqliteStore {
     async fn remove(&self, user: &Jid, contact: &Jid) -> Result<Option<u64>, StoreError> {
         let (owner, contact) = (user.as_str().to_owned(), contact.as_str().to_owned());
         self.with(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
+            let tx = crate::write_tx(c)?;
             let n = tx
                 .execute(
                     "DELETE FROM roster_items WHERE owner = ?1 AND contact = ?2",

@@ -59,7 +59,7 @@ impl UserStore for SqliteStore {
     async fn create(&self, bare_jid: &str, creds: &StoredCredentials) -> Result<(), StoreError> {
         let (jid, creds) = (bare_jid.to_owned(), creds.clone());
         self.with(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
+            let tx = crate::write_tx(c)?;
             let n = tx
                 .execute(
                     "INSERT OR IGNORE INTO accounts (jid, created_at) VALUES (?1, ?2)",
@@ -82,7 +82,7 @@ impl UserStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let (jid, creds) = (bare_jid.to_owned(), creds.clone());
         self.with(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
+            let tx = crate::write_tx(c)?;
             let exists: Option<i64> = tx
                 .query_row("SELECT 1 FROM accounts WHERE jid = ?1", [&jid], |r| {
                     r.get(0)
@@ -176,7 +176,7 @@ impl UserStore for SqliteStore {
         accounts: Vec<(String, StoredCredentials)>,
     ) -> Result<usize, StoreError> {
         self.with(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
+            let tx = crate::write_tx(c)?;
             {
                 let mut acc = tx
                     .prepare_cached(
