@@ -5,10 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages the tests use: gcc for the bundled SQLite, Debian's
-# slixmpp for the interop tests (run with /usr/bin/python3).
+# slixmpp for the interop tests (run with /usr/bin/python3), redis-server
+# (and redis-cli) for the rookery-cluster tests, which start their own.
 missing=()
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 /usr/bin/python3 -c 'import slixmpp' >/dev/null 2>&1 || missing+=(python3-slixmpp)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   sudo=""

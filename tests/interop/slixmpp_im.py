@@ -91,16 +91,19 @@ async def until(cond, what):
 
 async def main(args):
     loop = asyncio.get_running_loop()
-    a1 = client('alice', 'one', args.password, args.port, loop)
-    a2 = client('alice', 'two', args.password, args.port, loop)
-    b = client('bob', 'desk', args.password, args.port, loop)
+    # With --port2 (a cluster: two connection managers), alice's second
+    # resource and bob connect to the other one.
+    port2 = args.port2 or args.port
+    a1 = client(args.alice, 'one', args.password, args.port, loop)
+    a2 = client(args.alice, 'two', args.password, port2, loop)
+    b = client(args.bob, 'desk', args.password, port2, loop)
     await asyncio.wait_for(asyncio.gather(a1.ready, a2.ready, b.ready), TIMEOUT)
     say("three sessions online")
     for x in (a1, a2):
         await x['xep_0280'].enable()
     say("carbons enabled on alice's resources")
 
-    bob, alice = f"bob@{DOMAIN}", f"alice@{DOMAIN}"
+    bob, alice = f"{args.bob}@{DOMAIN}", f"{args.alice}@{DOMAIN}"
     a1.send_presence_subscription(pto=bob)
     await until(lambda: a1.client_roster[bob]['subscription'] == 'both'
                 and b.client_roster[alice]['subscription'] == 'both',
@@ -136,6 +139,9 @@ async def main(args):
 if __name__ == '__main__':
     p = argparse.ArgumentParser()
     p.add_argument('--port', type=int, required=True)
+    p.add_argument('--port2', type=int, default=0)
+    p.add_argument('--alice', default='alice')
+    p.add_argument('--bob', default='bob')
     p.add_argument('--password', default='pass')
     try:
         asyncio.run(asyncio.wait_for(main(p.parse_args()), 40))

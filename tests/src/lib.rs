@@ -9,6 +9,7 @@
     missing_debug_implementations
 )]
 
+pub mod cluster;
 pub mod scram;
 
 use std::net::SocketAddr;

@@ -6,6 +6,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// Label: stanza kind.
@@ -38,6 +39,24 @@ pub struct TransportLabel {
     pub transport: &'static str,
 }
 
+/// Label: a gRPC call between roles.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabel {
+    /// The calling role: `cm` or `session`.
+    pub role: &'static str,
+    /// The method, e.g. `Route`.
+    pub method: &'static str,
+    /// `ok` or the gRPC status code name.
+    pub outcome: &'static str,
+}
+
+fn rpc_histogram() -> Histogram {
+    // 50 µs to ~1.6 s.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.000_05, 2.0, 16,
+    ))
+}
+
 /// Every metric of the process.
 #[derive(Debug)]
 pub struct Metrics {
@@ -58,6 +77,16 @@ pub struct Metrics {
     pub stream_errors: Family<ConditionLabel, Counter>,
     /// Stanzas that could not be queued because the client stopped reading.
     pub slow_consumers: Counter,
+    /// Latency of gRPC calls between roles, seconds (cluster mode).
+    pub rpc_latency: Family<RpcLabel, Histogram, fn() -> Histogram>,
+    /// Virtual shards this node owns (cluster mode, session role).
+    pub shards_owned: Gauge,
+    /// Shards this node took over or gave up (cluster mode).
+    pub shard_handovers: Counter,
+    /// Failed Redis commands (cluster mode).
+    pub redis_errors: Counter,
+    /// Stanzas handed to another node again after a failed attempt.
+    pub rpc_retries: Counter,
 }
 
 impl Metrics {
@@ -73,6 +102,11 @@ impl Metrics {
             auth: Family::default(),
             stream_errors: Family::default(),
             slow_consumers: Counter::default(),
+            rpc_latency: Family::new_with_constructor(rpc_histogram),
+            shards_owned: Gauge::default(),
+            shard_handovers: Counter::default(),
+            redis_errors: Counter::default(),
+            rpc_retries: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -110,6 +144,31 @@ impl Metrics {
             "slow_consumer_drops",
             "Stanzas refused because the client's queue was full",
             m.slow_consumers.clone(),
+        );
+        registry.register(
+            "rpc_latency_seconds",
+            "Latency of gRPC calls between roles",
+            m.rpc_latency.clone(),
+        );
+        registry.register(
+            "shards_owned",
+            "Virtual shards owned by this session node",
+            m.shards_owned.clone(),
+        );
+        registry.register(
+            "shard_handovers",
+            "Shards taken over or given up",
+            m.shard_handovers.clone(),
+        );
+        registry.register(
+            "redis_errors",
+            "Failed Redis commands",
+            m.redis_errors.clone(),
+        );
+        registry.register(
+            "rpc_retries",
+            "gRPC calls retried after a failure",
+            m.rpc_retries.clone(),
         );
         Arc::new(Metrics { registry, ..m })
     }

@@ -10,6 +10,7 @@ pub mod carbons;
 pub mod mam;
 pub mod modules;
 pub mod offline;
+pub mod peers;
 mod presence;
 pub mod roster;
 pub mod roster_cache;
@@ -186,6 +187,8 @@ pub struct LocalSessions {
     started: Instant,
     /// Itself, for the XEP-0198 resumption timers.
     me: Weak<LocalSessions>,
+    /// The other session nodes, in a cluster (set once at start).
+    peers: std::sync::OnceLock<Arc<dyn peers::Peers>>,
 }
 
 impl LocalSessions {
@@ -214,7 +217,60 @@ impl LocalSessions {
             mam_prefs: Default::default(),
             started: Instant::now(),
             me: me.clone(),
+            peers: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Joins a cluster: accounts whose shard `peers` does not give to this
+    /// node are handled by their owners. Set once, before the first bind.
+    pub fn set_peers(&self, peers: Arc<dyn peers::Peers>) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// The peers that own `bare`'s shard if this node does not.
+    fn remote_owner(&self, bare: &Jid) -> Option<&Arc<dyn peers::Peers>> {
+        self.peers.get().filter(|p| !p.owns(bare))
+    }
+
+    /// Runs a job that another session node forwarded to this one, the
+    /// owner of `job.to`'s account ([`peers::Peers::forward`]).
+    pub async fn inbound(&self, job: peers::Forward) -> Result<(), StanzaError> {
+        let bare = job.to.to_bare();
+        if self.remote_owner(&bare).is_some() {
+            // A sender with a stale view of the shard map: it retries.
+            return Err(
+                StanzaError::internal_server_error().with_text("not the owner of the account")
+            );
+        }
+        match job.kind {
+            peers::ForwardKind::Route { archived } => {
+                let stanza = Stanza::parse(job.stanza)
+                    .map_err(|_| StanzaError::bad_request("not a stanza"))?;
+                self.route_local_as(&job.from, stanza, job.to, archived)
+                    .await;
+            }
+            peers::ForwardKind::Presence => self.deliver_presence(&job.to, job.stanza).await,
+            peers::ForwardKind::Deliver => {
+                let _ = self.deliver_full(&job.to, Arc::new(job.stanza));
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands a job to the owner of its recipient; a failed route is
+    /// answered to the sender with the error.
+    async fn forward(&self, peers: &Arc<dyn peers::Peers>, job: peers::Forward) {
+        let bounce = matches!(job.kind, peers::ForwardKind::Route { .. })
+            .then(|| (job.from.clone(), job.stanza.clone()));
+        if let Err(e) = peers.forward(job).await {
+            warn!(error = %e, "a peer session node did not take a stanza");
+            if let Some((from, el)) = bounce
+                && let Ok(stanza) = Stanza::parse(el)
+                && !stanza.is_error()
+            {
+                self.reply_error(&from, &stanza, e);
+            }
+        }
     }
 
     /// The served domain.
@@ -713,6 +769,25 @@ impl LocalSessions {
 
     /// Sends a reply to a session of ours.
     fn reply(&self, to: &Jid, el: Element) {
+        if let Some(peers) = self.remote_owner(&to.to_bare()) {
+            // A reply to a sender on another node (an error from the
+            // recipient's side): delivered in the background, in order with
+            // nothing else, as replies are.
+            let (peers, to) = (peers.clone(), to.clone());
+            let from = Jid::parse(self.domain()).unwrap_or_else(|_| to.clone());
+            tokio::spawn(async move {
+                let job = peers::Forward {
+                    kind: peers::ForwardKind::Deliver,
+                    from,
+                    to,
+                    stanza: el,
+                };
+                if let Err(e) = peers.forward(job).await {
+                    warn!(error = %e, "a reply to another node's session was lost");
+                }
+            });
+            return;
+        }
         let _ = self.deliver_full(to, Arc::new(el));
     }
 
@@ -827,6 +902,15 @@ impl LocalSessions {
     /// recipient's archive (XEP-0198 rerouting of unacknowledged messages).
     async fn route_local_as(&self, from: &Jid, mut stanza: Stanza, to: Jid, archived: bool) {
         let bare = to.to_bare();
+        if let Some(peers) = self.remote_owner(&bare) {
+            let job = peers::Forward {
+                kind: peers::ForwardKind::Route { archived },
+                from: from.clone(),
+                to,
+                stanza: stanza.element().clone(),
+            };
+            return self.forward(peers, job).await;
+        }
         let mut archived = archived;
         // XEP-0191 §3.3: the recipient blocks the sender — appear offline.
         if from.to_bare() != bare && self.blocks(&bare, from).await {

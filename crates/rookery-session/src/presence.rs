@@ -72,6 +72,15 @@ impl LocalSessions {
             debug!(to = %to, "presence to a remote or server address dropped (no federation yet)");
             return;
         }
+        if let Some(peers) = self.remote_owner(&to.to_bare()) {
+            let job = crate::peers::Forward {
+                kind: crate::peers::ForwardKind::Presence,
+                from: to.clone(),
+                to: to.clone(),
+                stanza: el,
+            };
+            return Box::pin(self.forward(peers, job)).await;
+        }
         Box::pin(self.inbound_presence(to, el)).await;
     }
 

@@ -34,6 +34,46 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[log]`
     pub log: LogConfig,
+    /// `[cluster]`
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: cluster mode, used when `rookery serve --role …` is given
+/// (docs/decisions/0010-cluster.md).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name, unique in the cluster (empty: the host name).
+    pub node: String,
+    /// Address of the gRPC listener that other nodes call.
+    pub grpc_listen: SocketAddr,
+    /// `host:port` other nodes use to reach the gRPC listener (empty: the
+    /// bound listen address).
+    pub grpc_advertise: String,
+    /// Virtual shards of the user space; the same on every node, fixed for
+    /// the life of the cluster.
+    pub shards: u16,
+    /// Deadline of one gRPC call between nodes, milliseconds.
+    pub rpc_timeout_ms: u64,
+    /// How long a node retries handing a stanza to an owner before the
+    /// sender gets an error, milliseconds.
+    pub retry_for_ms: u64,
+    /// `[cluster.redis]`: membership, shard map and routes.
+    pub redis: rookery_cluster::RedisConfig,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node: String::new(),
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            grpc_advertise: String::new(),
+            shards: rookery_cluster::DEFAULT_SHARDS,
+            rpc_timeout_ms: 2000,
+            retry_for_ms: 10_000,
+            redis: rookery_cluster::RedisConfig::default(),
+        }
+    }
 }
 
 /// `[server]`
@@ -158,6 +198,19 @@ impl Config {
             "tls.cert and tls.key must be set together"
         );
         anyhow::ensure!(self.c2s.max_depth >= 4, "c2s.max_depth must be at least 4");
+        anyhow::ensure!(
+            self.cluster.shards >= 1,
+            "cluster.shards must be at least 1"
+        );
+        anyhow::ensure!(
+            self.cluster.rpc_timeout_ms >= 10
+                && self.cluster.retry_for_ms >= self.cluster.rpc_timeout_ms,
+            "cluster.rpc_timeout_ms must be at least 10 and cluster.retry_for_ms at least as long"
+        );
+        self.cluster
+            .redis
+            .validate()
+            .map_err(|e| anyhow::anyhow!("cluster.redis: {e}"))?;
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! operations endpoints) and the administration commands.
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod server;

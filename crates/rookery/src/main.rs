@@ -23,13 +23,30 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs the server (every role in one process).
-    Serve,
+    /// Runs the server. Without `--role`, every role in one process with no
+    /// other service (single node); with it, the given roles as a member of
+    /// a cluster (`[cluster]` in the configuration: Redis, gRPC).
+    Serve {
+        /// `cm`, `session` or `all`; repeat or separate with commas.
+        #[arg(long, value_delimiter = ',')]
+        role: Vec<RoleArg>,
+    },
     /// Manages accounts.
     #[command(subcommand)]
     User(UserCommand),
     /// Checks the configuration file and prints the effective configuration.
     CheckConfig,
+}
+
+/// A role of `rookery serve --role`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum RoleArg {
+    /// Connection manager: client listeners, TLS, SASL, stream parsing.
+    Cm,
+    /// Session node: owner of a share of the users.
+    Session,
+    /// Both.
+    All,
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,7 +120,24 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
-        Command::Serve => serve(config).await,
+        Command::Serve { role } if role.is_empty() => serve(config).await,
+        Command::Serve { role } => {
+            use rookery_cluster::Role;
+            let mut roles = Vec::new();
+            for r in role {
+                let add: &[Role] = match r {
+                    RoleArg::Cm => &[Role::Cm],
+                    RoleArg::Session => &[Role::Session],
+                    RoleArg::All => &[Role::Cm, Role::Session],
+                };
+                for a in add {
+                    if !roles.contains(a) {
+                        roles.push(*a);
+                    }
+                }
+            }
+            serve_cluster(config, &roles).await
+        }
         Command::CheckConfig => {
             print!("{}", toml::to_string(&config)?);
             Ok(())
@@ -151,6 +185,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     wait_for_signal().await?;
     tracing::info!("shutting down");
     running.shutdown(Duration::from_secs(10)).await;
+    Ok(())
+}
+
+async fn serve_cluster(config: Config, roles: &[rookery_cluster::Role]) -> anyhow::Result<()> {
+    let node = rookery::cluster::start(config, roles).await?;
+    wait_for_signal().await?;
+    tracing::info!("leaving the cluster and shutting down");
+    node.shutdown(Duration::from_secs(10)).await;
     Ok(())
 }
 

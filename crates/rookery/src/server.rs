@@ -83,7 +83,7 @@ pub fn stores(store: &SqliteStore) -> Stores {
 
 /// Reads (or creates) the per-installation secret, used to keep SASL
 /// answers for unknown users stable across restarts (no user enumeration).
-fn server_secret(dir: &Path) -> anyhow::Result<[u8; 32]> {
+pub(crate) fn server_secret(dir: &Path) -> anyhow::Result<[u8; 32]> {
     let path = dir.join("secret");
     if let Ok(bytes) = std::fs::read(&path)
         && let Ok(arr) = <[u8; 32]>::try_from(bytes.as_slice())
@@ -114,7 +114,7 @@ fn server_secret(dir: &Path) -> anyhow::Result<[u8; 32]> {
 /// refuses some of them; the kernel caps this at `net.core.somaxconn`.
 const LISTEN_BACKLOG: u32 = 4096;
 
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -125,13 +125,29 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-async fn bind_all(addrs: &[SocketAddr], what: &str) -> anyhow::Result<Vec<TcpListener>> {
+pub(crate) async fn bind_all(addrs: &[SocketAddr], what: &str) -> anyhow::Result<Vec<TcpListener>> {
     let mut out = Vec::new();
     for a in addrs {
         let l = listen(*a).with_context(|| format!("binding {what} on {a}"))?;
         out.push(l);
     }
     Ok(out)
+}
+
+/// The TLS configuration of the client listeners: the configured
+/// certificate, or a generated one kept under the data directory.
+pub(crate) fn tls_config(config: &Config) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let cert = match (&config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key)) => CertSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        _ => CertSource::SelfSigned {
+            dir: config.server.data_dir.join("tls"),
+            domain: config.server.domain.clone(),
+        },
+    };
+    server_config(&cert).context("TLS certificate")
 }
 
 /// Starts every role of a single-node server.
@@ -157,17 +173,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stores,
         metrics.clone(),
     );
-    let cert = match (&config.tls.cert, &config.tls.key) {
-        (Some(cert), Some(key)) => CertSource::Files {
-            cert: cert.clone(),
-            key: key.clone(),
-        },
-        _ => CertSource::SelfSigned {
-            dir: data_dir.join("tls"),
-            domain: domain.clone(),
-        },
-    };
-    let tls = server_config(&cert).context("TLS certificate")?;
+    let tls = tls_config(&config)?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let c2s = C2s::new(

@@ -1,0 +1,53 @@
+//! The other session nodes of a cluster, as the session logic sees them.
+//!
+//! Everything the RFC 6121 rules do on behalf of a recipient (delivery to
+//! its resources, offline storage, its archive, inbound presence and
+//! subscription handling) runs on the node that owns the recipient's shard;
+//! a node that is not the owner hands the job over with [`Peers::forward`]
+//! (DESIGN.md "Roles and the path of a stanza": cm → owner of sender →
+//! owner of recipient → cm). On one node there are no peers and every
+//! account is local.
+
+use async_trait::async_trait;
+use rookery_core::{Jid, StanzaError};
+use rookery_xml::Element;
+
+/// What the owner of the recipient is asked to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardKind {
+    /// The recipient side of RFC 6120 §10.5 / RFC 6121 §8.5 for a stanza
+    /// to a local account; `archived` for a message already in the
+    /// recipient's archive (XEP-0198 rerouting).
+    Route {
+        /// Already archived for the recipient.
+        archived: bool,
+    },
+    /// Presence for a local account: the inbound rules of RFC 6121 §3, §4.
+    Presence,
+    /// A stanza for one bound full JID as it is (replies and errors).
+    Deliver,
+}
+
+/// One job for the owner of `to`'s account.
+#[derive(Clone, Debug)]
+pub struct Forward {
+    /// The job.
+    pub kind: ForwardKind,
+    /// The sender as routing knows it (the stanza's `from`).
+    pub from: Jid,
+    /// The recipient (a local account, bare or full).
+    pub to: Jid,
+    /// The stanza.
+    pub stanza: Element,
+}
+
+/// The cluster's session nodes.
+#[async_trait]
+pub trait Peers: Send + Sync + std::fmt::Debug {
+    /// True if this node owns the shard of the account `bare`.
+    fn owns(&self, bare: &Jid) -> bool;
+    /// Hands `job` to the owner of `job.to`'s account and returns once that
+    /// owner acknowledged it, retrying while the owner changes; an error
+    /// once no owner took it within the deadline.
+    async fn forward(&self, job: Forward) -> Result<(), StanzaError>;
+}

@@ -1,0 +1,355 @@
+//! Cluster mode with real processes (docs/decisions/0010-cluster.md): a
+//! Redis server, two session nodes and two connection managers on
+//! loopback, driven by stock slixmpp and by raw clients.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use rookery_cluster::{Member, Role, rendezvous, shard_of};
+use rookery_e2e::RawClient;
+use rookery_e2e::cluster::Cluster;
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_rookery"))
+}
+
+/// The session node that owns `user@localhost` when `nodes` are up.
+fn owner(user: &str, nodes: &[&str]) -> String {
+    let members: Vec<Member> = nodes
+        .iter()
+        .map(|n| Member {
+            node: (*n).to_owned(),
+            epoch: 1,
+            roles: vec![Role::Session],
+            grpc: String::new(),
+        })
+        .collect();
+    let shard = shard_of(
+        &format!("{user}@localhost"),
+        rookery_cluster::DEFAULT_SHARDS,
+    );
+    rendezvous(shard, &members).unwrap().node.clone()
+}
+
+/// A user whose account lives on `node` (of session1 and session2).
+fn user_on(prefix: &str, node: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|u| owner(u, &["session1", "session2"]) == node)
+        .unwrap()
+}
+
+async fn login(c: &Cluster, cm: &str, user: &str, resource: &str) -> RawClient {
+    let mut r = RawClient::connect(c.cm_addr(cm)).await;
+    r.open("localhost").await;
+    r.starttls("localhost").await;
+    r.auth_scram("SCRAM-SHA-256", user, "pw").await.unwrap();
+    r.open("localhost").await;
+    r.bind(Some(resource)).await;
+    r
+}
+
+/// Stock slixmpp, three sessions over two cms, the two accounts owned by
+/// different session nodes: subscription handshake, presence both ways,
+/// messages and carbons (tests/interop/slixmpp_im.py).
+#[tokio::test]
+async fn slixmpp_across_connection_managers_and_session_nodes() {
+    let c = Cluster::start(bin(), 2, 2, "", "");
+    c.wait_settled().await;
+    let (alice, bob) = (user_on("alice", "session1"), user_on("bob", "session2"));
+    c.add_user(&alice, "pass").await;
+    c.add_user(&bob, "pass").await;
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/slixmpp_im.py");
+    let out = tokio::task::spawn_blocking({
+        let (p1, p2) = (c.cm_addr("cm1").port(), c.cm_addr("cm2").port());
+        let (alice, bob) = (alice.clone(), bob.clone());
+        move || {
+            Command::new("/usr/bin/python3")
+                .arg(script)
+                .args(["--port", &p1.to_string(), "--port2", &p2.to_string()])
+                .args(["--alice", &alice, "--bob", &bob, "--password", "pass"])
+                .output()
+                .expect("python3-slixmpp")
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "slixmpp_im.py failed\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for m in [
+        "subscriptions: both/both",
+        "received carbon",
+        "sent carbon",
+        "OK",
+    ] {
+        assert!(stdout.contains(m), "missing {m:?}:\n{stdout}");
+    }
+    // The stanzas did cross between the session nodes.
+    let forwarded = c
+        .session_metric_sum(
+            "rookery_rpc_latency_seconds_count{role=\"session\",method=\"Forward\",outcome=\"ok\"}",
+        )
+        .await;
+    assert!(forwarded >= 4.0, "{forwarded} forwards");
+}
+
+/// Messages between users on different cms and different session nodes
+/// arrive, all of them, in the order sent, both ways.
+#[tokio::test]
+async fn messages_cross_nodes_in_order() {
+    let c = Cluster::start(bin(), 2, 2, "", "");
+    c.wait_settled().await;
+    let (a, b) = (user_on("a", "session1"), user_on("b", "session2"));
+    c.add_user(&a, "pw").await;
+    c.add_user(&b, "pw").await;
+    let mut ca = login(&c, "cm1", &a, "r").await;
+    let mut cb = login(&c, "cm2", &b, "r").await;
+    const N: usize = 200;
+    for i in 0..N {
+        ca.send(&format!(
+            "<message to='{b}@localhost/r' id='a{i}' type='chat'><body>{i}</body></message>"
+        ))
+        .await;
+        cb.send(&format!(
+            "<message to='{a}@localhost/r' id='b{i}' type='chat'><body>{i}</body></message>"
+        ))
+        .await;
+    }
+    for i in 0..N {
+        let m = cb.next_message().await;
+        assert_eq!(m.attr("id"), Some(format!("a{i}").as_str()), "{m}");
+        assert_eq!(m.attr("from"), Some(format!("{a}@localhost/r").as_str()));
+        let m = ca.next_message().await;
+        assert_eq!(m.attr("id"), Some(format!("b{i}").as_str()), "{m}");
+    }
+    // An iq to the other account's bare JID is answered by its owner on
+    // its behalf (RFC 6120 §10.5.3.2): an error for an unknown namespace.
+    let r = ca
+        .iq(&format!(
+            "<iq type='get' id='q' to='{b}@localhost'><query xmlns='urn:example:none'/></iq>"
+        ))
+        .await;
+    assert_eq!(r.attr("type"), Some("error"), "{r}");
+    assert!(r.to_string().contains("service-unavailable"), "{r}");
+}
+
+/// Redis goes away: stanzas meanwhile get an XMPP error (not silence) and
+/// connections stay up; Redis comes back empty: the members register again
+/// and messages flow.
+#[tokio::test]
+async fn redis_restart_errors_then_recovers() {
+    let mut c = Cluster::start(
+        bin(),
+        2,
+        2,
+        "retry_for_ms = 1500\nrpc_timeout_ms = 500",
+        "timeout_ms = 300",
+    );
+    c.wait_settled().await;
+    let (a, b) = (user_on("ra", "session1"), user_on("rb", "session2"));
+    c.add_user(&a, "pw").await;
+    c.add_user(&b, "pw").await;
+    let mut ca = login(&c, "cm1", &a, "r").await;
+    let mut cb = login(&c, "cm2", &b, "r").await;
+    ca.send(&format!(
+        "<message to='{b}@localhost/r' id='before'><body>1</body></message>"
+    ))
+    .await;
+    assert_eq!(cb.next_message().await.attr("id"), Some("before"));
+
+    c.redis.kill();
+    // Past the lease (ttl 1000 ms): the session nodes stop acting as owners.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    ca.send(&format!(
+        "<message to='{b}@localhost/r' id='during'><body>2</body></message>"
+    ))
+    .await;
+    let e = ca.next_message().await;
+    assert_eq!(e.attr("id"), Some("during"), "{e}");
+    assert_eq!(e.attr("type"), Some("error"), "{e}");
+    assert!(e.to_string().contains("resource-constraint"), "{e}");
+
+    c.redis.restart();
+    c.wait_settled().await;
+    // The same streams carry messages again.
+    let start = std::time::Instant::now();
+    loop {
+        ca.send(&format!(
+            "<message to='{b}@localhost/r' id='after'><body>3</body></message>"
+        ))
+        .await;
+        let m = tokio::time::timeout(Duration::from_secs(3), cb.next_message()).await;
+        if let Ok(m) = m {
+            assert_eq!(m.attr("id"), Some("after"));
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "no delivery after Redis came back\n{}",
+            c.logs()
+        );
+    }
+}
+
+/// A gRPC peer that misbehaves: malformed envelopes get InvalidArgument, a
+/// caller that is not a live member (or has a stale epoch) gets
+/// FailedPrecondition, and the nodes go on serving clients.
+#[tokio::test]
+async fn bad_envelopes_and_stale_epochs_are_refused() {
+    use rookery_proto::cm::v1 as cmpb;
+    use rookery_proto::session::v1 as pb;
+    use tonic::Code;
+
+    let c = Cluster::start(bin(), 2, 1, "", "");
+    c.wait_settled().await;
+    let (a, b) = (user_on("x", "session1"), user_on("y", "session2"));
+    c.add_user(&a, "pw").await;
+    c.add_user(&b, "pw").await;
+    let mut ca = login(&c, "cm1", &a, "r").await;
+    let mut cb = login(&c, "cm1", &b, "r").await;
+
+    // The live cm's identity, as Redis knows it.
+    let epoch_of = |node: &str| {
+        let out = Command::new("redis-cli")
+            .args([
+                "-p",
+                &c.redis.port.to_string(),
+                "GET",
+                &format!("{{rookery}}:member:{node}"),
+            ])
+            .output()
+            .unwrap();
+        let json = String::from_utf8_lossy(&out.stdout).to_string();
+        let at = json.find("\"epoch\":").unwrap() + 8;
+        json[at..]
+            .split([',', '}'])
+            .next()
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let cm = pb::Caller {
+        node: "cm1".into(),
+        epoch: epoch_of("cm1"),
+    };
+    let stale = pb::Caller {
+        node: "cm1".into(),
+        epoch: cm.epoch - 1,
+    };
+    let s1 = format!("http://127.0.0.1:{}", c.node("session1").grpc);
+    let mut client = pb::session_client::SessionClient::connect(s1.clone())
+        .await
+        .unwrap();
+    let env = |xml: &str, kind: pb::StanzaKind| pb::Envelope {
+        from: format!("{a}@localhost/r"),
+        to: format!("{b}@localhost"),
+        kind: kind as i32,
+        xml: xml.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    let route = |caller: &pb::Caller, e: pb::Envelope| pb::RouteRequest {
+        cm: Some(caller.clone()),
+        conn_id: 1,
+        stanza: Some(e),
+    };
+    let good = format!(
+        "<message xmlns='jabber:client' from='{a}@localhost/r' to='{b}@localhost' id='g'><body>g</body></message>"
+    );
+    for (what, e) in [
+        (
+            "half a stanza",
+            env(
+                "<message xmlns='jabber:client'><body>",
+                pb::StanzaKind::Message,
+            ),
+        ),
+        (
+            "not UTF-8",
+            pb::Envelope {
+                xml: vec![0xc3, 0x28],
+                ..env("", pb::StanzaKind::Message)
+            },
+        ),
+        ("wrong kind", env(&good, pb::StanzaKind::Iq)),
+        (
+            "not a stanza",
+            env("<foo xmlns='jabber:client'/>", pb::StanzaKind::Message),
+        ),
+        (
+            "two stanzas",
+            env(&format!("{good}{good}"), pb::StanzaKind::Message),
+        ),
+    ] {
+        let err = client.route(route(&cm, e)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
+    }
+    let err = client
+        .route(pb::RouteRequest {
+            cm: None,
+            conn_id: 1,
+            stanza: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // A stale epoch of a live node, and a node that never joined.
+    for caller in [
+        stale.clone(),
+        pb::Caller {
+            node: "intruder".into(),
+            epoch: cm.epoch,
+        },
+    ] {
+        let err = client
+            .route(route(&caller, env(&good, pb::StanzaKind::Message)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{caller:?}: {err:?}");
+        let err = client
+            .forward(pb::ForwardRequest {
+                caller: Some(caller.clone()),
+                kind: pb::ForwardKind::Route as i32,
+                stanza: Some(env(&good, pb::StanzaKind::Message)),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{caller:?}: {err:?}");
+    }
+    // The cm refuses deliveries from a session node that is not live.
+    let mut cmc = cmpb::connection_manager_client::ConnectionManagerClient::connect(format!(
+        "http://127.0.0.1:{}",
+        c.node("cm1").grpc
+    ))
+    .await
+    .unwrap();
+    let err = cmc
+        .deliver(cmpb::DeliverRequest {
+            node: "session1".into(),
+            epoch: epoch_of("session1") - 1,
+            deliveries: vec![cmpb::Delivery {
+                conn_id: 1,
+                what: Some(cmpb::delivery::What::Xml(
+                    b"<message xmlns='jabber:client'><body>spoof</body></message>".to_vec(),
+                )),
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
+    // Nothing of that reached the clients, and the nodes still serve them.
+    ca.send(&format!(
+        "<message to='{b}@localhost/r' id='ok'><body>still here</body></message>"
+    ))
+    .await;
+    let m = cb.next_message().await;
+    assert_eq!(m.attr("id"), Some("ok"), "{m}");
+}
