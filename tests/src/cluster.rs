@@ -300,7 +300,7 @@ impl Cluster {
         for n in &self.nodes {
             let text = std::fs::read_to_string(&n.log).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(15)..];
+            let tail = &lines[lines.len().saturating_sub(40)..];
             out.push_str(&format!("--- {} ---\n{}\n", n.name, tail.join("\n")));
         }
         out

@@ -121,7 +121,7 @@ impl RemoteSessions {
 /// A request with the configured deadline (sent as `grpc-timeout`).
 fn req<T>(msg: T, config: &RpcConfig) -> Request<T> {
     let mut r = Request::new(msg);
-    r.set_timeout(config.timeout);
+    r.set_timeout(config.call_deadline());
     r
 }
 

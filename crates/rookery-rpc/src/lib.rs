@@ -42,6 +42,14 @@ pub struct RpcConfig {
     pub retry_for: Duration,
 }
 
+impl RpcConfig {
+    /// The deadline of a call to a session node: its own work may include
+    /// handing stanzas to other owners, each retried for `retry_for`.
+    pub fn call_deadline(&self) -> Duration {
+        self.retry_for + self.timeout
+    }
+}
+
 impl Default for RpcConfig {
     fn default() -> Self {
         RpcConfig {
@@ -80,7 +88,6 @@ impl Channels {
         let ch = Endpoint::from_shared(format!("http://{}", m.grpc))
             .map_err(|e| Status::invalid_argument(format!("gRPC address of {}: {e}", m.node)))?
             .connect_timeout(self.timeout)
-            .timeout(self.timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(self.timeout)
@@ -139,7 +146,11 @@ where
             Some(owner) => {
                 let started = Instant::now();
                 let r = match channels.get(owner) {
-                    Ok(ch) => call(ch).await,
+                    // The deadline is also sent (grpc-timeout); this one
+                    // holds when the peer does not answer at all.
+                    Ok(ch) => tokio::time::timeout(config.call_deadline(), call(ch))
+                        .await
+                        .unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer in time"))),
                     Err(s) => Err(s),
                 };
                 let outcome = match &r {

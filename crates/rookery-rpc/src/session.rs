@@ -1,12 +1,13 @@
 //! The session node's side: the session service over a [`LocalSessions`],
 //! links to the clients held by cms, and forwarding to other owners.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rookery_cluster::{Member, Membership};
+use rookery_cluster::{Member, Membership, RouteEntry, Routes, View, shard_of};
 use rookery_core::metrics::Metrics;
 use rookery_core::roles::SmParams;
 use rookery_core::{
@@ -18,11 +19,11 @@ use rookery_proto::session::v1 as pb;
 use rookery_proto::session::v1::session_client::SessionClient;
 use rookery_proto::session::v1::session_server::{Session, SessionServer};
 use rookery_session::LocalSessions;
-use rookery_session::peers::{Forward, ForwardKind, Peers};
+use rookery_session::peers::{Forward, ForwardKind, Peers, ResourceState};
 use rookery_xml::Element;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 use tonic::{Request, Response, Status};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::{Channels, RpcConfig, call_owner, conv};
 
@@ -41,7 +42,41 @@ pub struct SessionNode {
     metrics: Arc<Metrics>,
     /// Senders to the cms holding our clients, one per cm incarnation.
     senders: Mutex<HashMap<(String, u64), Arc<CmSender>>>,
+    /// Where each bound connection is, by session-side connection id.
+    conns: Mutex<HashMap<u64, ConnInfo>>,
+    /// Shards this node owns and has rebuilt: it serves their accounts.
+    ready: RwLock<HashSet<u16>>,
+    routes: Routes,
+    /// Route writes to Redis, in the order of the changes.
+    writes: mpsc::UnboundedSender<RouteOp>,
     me: Weak<SessionNode>,
+}
+
+/// A client connection as the session node knows it.
+#[derive(Clone, Debug)]
+struct ConnInfo {
+    cm: String,
+    cm_epoch: u64,
+    cm_conn: u64,
+}
+
+/// One write to the routes in Redis.
+#[derive(Debug)]
+enum RouteOp {
+    Put(String, RouteEntry),
+    Remove(String, u64),
+    Flush(oneshot::Sender<()>),
+}
+
+/// A link to a client whose cm is gone (for a session ended at once).
+#[derive(Debug)]
+struct Gone;
+
+impl ClientLink for Gone {
+    fn deliver(&self, _: Arc<Element>) -> Result<(), DeliverError> {
+        Err(DeliverError::Closed)
+    }
+    fn close(&self, _: StreamError) {}
 }
 
 impl SessionNode {
@@ -52,17 +87,268 @@ impl SessionNode {
         config: RpcConfig,
         metrics: Arc<Metrics>,
     ) -> Arc<SessionNode> {
+        let (writes, ops) = mpsc::unbounded_channel();
         let node = Arc::new_cyclic(|me| SessionNode {
             sessions: sessions.clone(),
+            routes: Routes::new(&membership),
             membership,
             channels: Channels::new(config.timeout),
             config,
             metrics,
             senders: Mutex::new(HashMap::new()),
+            conns: Mutex::new(HashMap::new()),
+            ready: RwLock::new(HashSet::new()),
+            writes,
             me: me.clone(),
         });
         sessions.set_peers(node.clone());
+        tokio::spawn(run_writer(Arc::downgrade(&node), ops));
+        tokio::spawn(watch_views(Arc::downgrade(&node)));
         node
+    }
+
+    /// Returns once every route write queued so far reached Redis (or
+    /// failed), at most the call deadline.
+    async fn flush_routes(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.writes.send(RouteOp::Flush(tx)).is_ok() {
+            let _ = tokio::time::timeout(self.config.timeout, rx).await;
+        }
+    }
+
+    /// Returns once everything queued for the cms so far was taken by them
+    /// (or their deadline passed): what this node acknowledges has left it.
+    async fn flush_deliveries(&self) {
+        let senders: Vec<Arc<CmSender>> = self
+            .senders
+            .lock()
+            .map(|m| m.values().filter(|s| !s.is_dead()).cloned().collect())
+            .unwrap_or_default();
+        for s in senders {
+            let target = s.enqueued.load(Ordering::Acquire);
+            let mut acked = s.acked.subscribe();
+            let _ = tokio::time::timeout(
+                self.config.timeout,
+                acked.wait_for(|a| *a >= target || s.is_dead()),
+            )
+            .await;
+        }
+    }
+
+    fn remember_conn(&self, key: u64, cm: &pb::Caller, cm_conn: u64) {
+        if let Ok(mut c) = self.conns.lock() {
+            c.insert(
+                key,
+                ConnInfo {
+                    cm: cm.node.clone(),
+                    cm_epoch: cm.epoch,
+                    cm_conn,
+                },
+            );
+        }
+    }
+
+    fn forget_conn(&self, key: u64) -> Option<ConnInfo> {
+        self.conns.lock().ok()?.remove(&key)
+    }
+
+    /// Reacts to a new view of the membership: sessions on cms that are
+    /// gone end (or wait for resumption), shards that moved away are
+    /// forgotten, and shards that moved here are rebuilt from Redis before
+    /// this node serves them.
+    async fn on_view(&self, view: &View) {
+        // Clients of cms that are gone.
+        let lost: Vec<(u64, ConnInfo)> = self
+            .conns
+            .lock()
+            .map(|c| {
+                c.iter()
+                    .filter(|(_, i)| !view.is_live(&i.cm, i.cm_epoch))
+                    .map(|(k, i)| (*k, i.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !lost.is_empty() {
+            let jids = self.jids_of(lost.iter().map(|(k, _)| *k).collect());
+            for (jid, key) in jids {
+                debug!(%jid, "its cm is gone");
+                self.sessions.connection_lost(&jid, key).await;
+            }
+        }
+        if self.membership.fenced() {
+            return;
+        }
+        let me = self.membership.me();
+        let mine: HashSet<u16> = if view.is_live(&me.node, me.epoch) {
+            view.owned_shards(&me.node).into_iter().collect()
+        } else {
+            HashSet::new()
+        };
+        let ready: HashSet<u16> = self.ready.read().map(|r| r.clone()).unwrap_or_default();
+        let lost: HashSet<u16> = ready.difference(&mine).copied().collect();
+        let gained: Vec<u16> = mine.difference(&ready).copied().collect();
+        if !lost.is_empty() {
+            if let Ok(mut r) = self.ready.write() {
+                r.retain(|s| !lost.contains(s));
+            }
+            self.flush_routes().await;
+            for bare in self.sessions.bound_accounts() {
+                if lost.contains(&shard_of(bare.as_str(), view.shards)) {
+                    self.sessions.forget(&bare);
+                }
+            }
+            info!(moved_away = lost.len(), "shards handed over");
+        }
+        if !gained.is_empty() {
+            self.flush_routes().await;
+            let mut tasks = tokio::task::JoinSet::new();
+            for chunk in gained.chunks(gained.len().div_ceil(16).max(1)) {
+                let (chunk, me) = (chunk.to_vec(), self.me.clone());
+                let view = view.clone();
+                tasks.spawn(async move {
+                    let mut restored = 0;
+                    for shard in chunk {
+                        let Some(n) = me.upgrade() else {
+                            return restored;
+                        };
+                        restored += n.rebuild(shard, &view).await;
+                    }
+                    restored
+                });
+            }
+            let mut restored = 0;
+            while let Some(r) = tasks.join_next().await {
+                restored += r.unwrap_or(0);
+            }
+            info!(
+                taken_over = gained.len(),
+                sessions = restored,
+                "shards rebuilt"
+            );
+        }
+        self.metrics
+            .shard_handovers
+            .inc_by((lost.len() + gained.len()) as u64);
+        self.metrics
+            .shards_owned
+            .set(self.ready.read().map(|r| r.len()).unwrap_or(0) as i64);
+    }
+
+    /// After Redis lost its data (restarted empty), claims the shards this
+    /// node serves again and writes the routes of its sessions back, so
+    /// that a later handover finds them.
+    async fn reassert(&self) {
+        let me = self.membership.me().clone();
+        let Some(probe) = self
+            .ready
+            .read()
+            .ok()
+            .and_then(|r| r.iter().next().copied())
+        else {
+            return;
+        };
+        match self.routes.claimant(probe).await {
+            Ok(Some((node, epoch))) if node == me.node && epoch == me.epoch => return,
+            Ok(Some(_)) => return, // being taken over; the view will say so
+            Ok(None) => {}
+            Err(e) => {
+                self.metrics.redis_errors.inc();
+                return warn!(error = %e, "shard claims not checked");
+            }
+        }
+        let shards: Vec<u16> = self
+            .ready
+            .read()
+            .map(|r| r.iter().copied().collect())
+            .unwrap_or_default();
+        for shard in &shards {
+            if let Err(e) = self.routes.claim_shard(*shard, &me.node, me.epoch).await {
+                self.metrics.redis_errors.inc();
+                return warn!(error = %e, "shards not claimed again");
+            }
+        }
+        let n = self.sessions.republish();
+        info!(
+            shards = shards.len(),
+            sessions = n,
+            "claims and routes written again after Redis lost them"
+        );
+    }
+
+    /// The full JIDs bound on the given connections.
+    fn jids_of(&self, keys: Vec<u64>) -> Vec<(Jid, u64)> {
+        let mut out = Vec::new();
+        for bare in self.sessions.bound_accounts() {
+            for (jid, key) in self.sessions.connections_of(&bare) {
+                if keys.contains(&key) {
+                    out.push((jid, key));
+                }
+            }
+        }
+        out
+    }
+
+    /// Takes over `shard`: claims it (fencing its previous owner's writes)
+    /// and rebuilds its sessions from the routes in Redis. Returns the
+    /// number of sessions restored. The shard is served afterwards even if
+    /// Redis failed (its sessions are then lost, as with a dead owner).
+    async fn rebuild(&self, shard: u16, view: &View) -> usize {
+        let me = self.membership.me().clone();
+        let mut restored = 0;
+        let result: Result<(), rookery_cluster::ClusterError> = async {
+            self.routes.claim_shard(shard, &me.node, me.epoch).await?;
+            for bare in self.routes.shard_users(shard).await? {
+                for (resource, entry) in self.routes.resources(&bare).await? {
+                    let full = format!("{bare}/{resource}");
+                    let Ok(jid) = Jid::parse(&full) else { continue };
+                    let state: ResourceState =
+                        serde_json::from_str(&entry.state).unwrap_or_default();
+                    let key = SessionNode::conn_key(
+                        &pb::Caller {
+                            node: entry.cm.clone(),
+                            epoch: entry.cm_epoch,
+                        },
+                        entry.conn_id,
+                    );
+                    let cm = pb::Caller {
+                        node: entry.cm.clone(),
+                        epoch: entry.cm_epoch,
+                    };
+                    self.remember_conn(key, &cm, entry.conn_id);
+                    let live = view.is_live(&entry.cm, entry.cm_epoch);
+                    let link = if live {
+                        self.link(&cm, entry.conn_id).ok()
+                    } else {
+                        None
+                    };
+                    if self
+                        .sessions
+                        .restore(jid.clone(), key, link.clone(), state.clone())
+                    {
+                        restored += 1;
+                        if !live && state.sm.as_ref().is_none_or(|s| s.id.is_none()) {
+                            self.sessions.unbind(&jid, key).await;
+                        }
+                    } else {
+                        // Its cm is gone and it cannot resume: it ends now,
+                        // as if its stream had closed (contacts see it go).
+                        self.sessions
+                            .restore(jid.clone(), key, Some(Arc::new(Gone)), state);
+                        self.sessions.unbind(&jid, key).await;
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            self.metrics.redis_errors.inc();
+            warn!(shard, error = %e, "shard rebuilt without its sessions");
+        }
+        if let Ok(mut r) = self.ready.write() {
+            r.insert(shard);
+        }
+        restored
     }
 
     /// The gRPC service.
@@ -156,10 +442,46 @@ impl Channels {
 impl Peers for SessionNode {
     fn owns(&self, bare: &Jid) -> bool {
         let me = self.membership.me();
-        self.membership
-            .view()
-            .owner_of(bare.as_str())
+        let view = self.membership.view();
+        view.owner_of(bare.as_str())
             .is_some_and(|m| m.node == me.node && m.epoch == me.epoch)
+            && self
+                .ready
+                .read()
+                .is_ok_and(|r| r.contains(&shard_of(bare.as_str(), view.shards)))
+    }
+
+    fn resource_changed(&self, jid: &Jid, conn_id: u64, state: Option<ResourceState>) {
+        let me = self.membership.me();
+        let op = match state {
+            Some(state) => {
+                let Some(info) = self
+                    .conns
+                    .lock()
+                    .ok()
+                    .and_then(|c| c.get(&conn_id).cloned())
+                else {
+                    return;
+                };
+                let entry = RouteEntry {
+                    cm: info.cm,
+                    cm_epoch: info.cm_epoch,
+                    conn_id: info.cm_conn,
+                    session: me.node.clone(),
+                    session_epoch: me.epoch,
+                    priority: state.presence,
+                    state: serde_json::to_string(&state).unwrap_or_default(),
+                };
+                RouteOp::Put(jid.as_str().to_owned(), entry)
+            }
+            None => {
+                let Some(info) = self.forget_conn(conn_id) else {
+                    return;
+                };
+                RouteOp::Remove(jid.as_str().to_owned(), info.cm_conn)
+            }
+        };
+        let _ = self.writes.send(op);
     }
 
     async fn forward(&self, job: Forward) -> Result<(), StanzaError> {
@@ -193,7 +515,7 @@ impl Peers for SessionNode {
             job.to.to_bare().as_str(),
             |ch| {
                 let mut r = Request::new(msg.clone());
-                r.set_timeout(config.timeout);
+                r.set_timeout(config.call_deadline());
                 async move { SessionClient::new(ch).forward(r).await }
             },
         )
@@ -223,15 +545,22 @@ impl Session for SessionGrpc {
         let user = conv::jid(&r.user, "user")?.to_bare();
         n.check_owner(&user)?;
         let link = n.link(&cm, r.conn_id)?;
+        let key = SessionNode::conn_key(&cm, r.conn_id);
+        n.remember_conn(key, &cm, r.conn_id);
         let result = n
             .sessions
             .bind(BindRequest {
                 user,
                 resource: (!r.resource.is_empty()).then_some(r.resource),
                 link,
-                conn_id: SessionNode::conn_key(&cm, r.conn_id),
+                conn_id: key,
             })
             .await;
+        if result.is_err() {
+            n.forget_conn(key);
+        }
+        // A new owner must find the session in Redis.
+        n.flush_routes().await;
         Ok(Response::new(pb::BindResponse {
             result: Some(match result {
                 Ok(jid) => pb::bind_response::Result::Jid(jid.as_str().to_owned()),
@@ -271,6 +600,8 @@ impl Session for SessionGrpc {
             .ok_or_else(|| Status::invalid_argument("a routed stanza needs a from"))?;
         n.check_owner(&from)?;
         n.sessions.route(&from, stanza).await;
+        // Acknowledged means handed on: what was queued for cms is with them.
+        n.flush_deliveries().await;
         Ok(Response::new(pb::RouteResponse {}))
     }
 
@@ -364,23 +695,19 @@ impl Session for SessionGrpc {
         let user = conv::jid(&r.user, "user")?.to_bare();
         n.check_owner(&user)?;
         let link = n.link(&cm, r.conn_id)?;
-        let result = match n
-            .sessions
-            .resume(
-                &user,
-                &r.previd,
-                r.h,
-                link,
-                SessionNode::conn_key(&cm, r.conn_id),
-            )
-            .await
-        {
+        let key = SessionNode::conn_key(&cm, r.conn_id);
+        n.remember_conn(key, &cm, r.conn_id);
+        let result = match n.sessions.resume(&user, &r.previd, r.h, link, key).await {
             Ok(res) => pb::resume_response::Result::Resumed(pb::Resumed {
                 jid: res.jid.as_str().to_owned(),
                 h: res.h,
             }),
-            Err(e) => pb::resume_response::Result::Failure(conv::sm_failure(&e)),
+            Err(e) => {
+                n.forget_conn(key);
+                pb::resume_response::Result::Failure(conv::sm_failure(&e))
+            }
         };
+        n.flush_routes().await;
         Ok(Response::new(pb::ResumeResponse {
             result: Some(result),
         }))
@@ -416,6 +743,7 @@ impl Session for SessionGrpc {
             })
             .await
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        n.flush_deliveries().await;
         Ok(Response::new(pb::ForwardResponse {}))
     }
 }
@@ -429,6 +757,9 @@ type Delivery = cmpb::Delivery;
 struct CmSender {
     tx: mpsc::Sender<Delivery>,
     dead: std::sync::atomic::AtomicBool,
+    /// Deliveries queued so far, and taken by the cm so far.
+    enqueued: AtomicU64,
+    acked: watch::Sender<u64>,
 }
 
 impl CmSender {
@@ -441,6 +772,8 @@ impl CmSender {
         let s = Arc::new(CmSender {
             tx,
             dead: Default::default(),
+            enqueued: AtomicU64::new(0),
+            acked: watch::Sender::new(0),
         });
         tokio::spawn(run_sender(cm, channel, node, rx, Arc::downgrade(&s)));
         s
@@ -457,7 +790,9 @@ impl CmSender {
         self.tx.try_send(d).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => DeliverError::Full,
             mpsc::error::TrySendError::Closed(_) => DeliverError::Closed,
-        })
+        })?;
+        self.enqueued.fetch_add(1, Ordering::AcqRel);
+        Ok(())
     }
 }
 
@@ -482,7 +817,9 @@ async fn run_sender(
             });
             r.set_timeout(n.config.timeout);
             let started = std::time::Instant::now();
-            let res = client.deliver(r).await;
+            let res = tokio::time::timeout(n.config.timeout, client.deliver(r))
+                .await
+                .unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer in time")));
             n.metrics
                 .rpc_latency
                 .get_or_create(&rookery_core::metrics::RpcLabel {
@@ -492,7 +829,12 @@ async fn run_sender(
                 })
                 .observe(started.elapsed().as_secs_f64());
             match res {
-                Ok(_) => break,
+                Ok(_) => {
+                    if let Some(me) = me.upgrade() {
+                        me.acked.send_modify(|a| *a += batch.len() as u64);
+                    }
+                    break;
+                }
                 Err(s) => {
                     // Retried while the cm is alive; once it is gone, so are
                     // its clients (they resume elsewhere, and the session
@@ -501,6 +843,7 @@ async fn run_sender(
                         debug!(cm = %cm.node, "cm gone, its deliveries dropped");
                         if let Some(me) = me.upgrade() {
                             me.dead.store(true, std::sync::atomic::Ordering::Relaxed);
+                            me.acked.send_modify(|_| {});
                         }
                         return;
                     }
@@ -540,5 +883,75 @@ impl ClientLink for RemoteLink {
                 text: error.text.unwrap_or_default(),
             })),
         });
+    }
+}
+
+/// Applies route writes in order.
+async fn run_writer(node: Weak<SessionNode>, mut ops: mpsc::UnboundedReceiver<RouteOp>) {
+    while let Some(op) = ops.recv().await {
+        let Some(n) = node.upgrade() else { return };
+        let me = n.membership.me().clone();
+        let r = match op {
+            RouteOp::Put(full, entry) => n.routes.put(&full, &entry).await,
+            RouteOp::Remove(full, conn) => n
+                .routes
+                .remove(&full, conn, &me.node, me.epoch)
+                .await
+                .map(|_| ()),
+            RouteOp::Flush(done) => {
+                let _ = done.send(());
+                Ok(())
+            }
+        };
+        if let Err(e) = r {
+            n.metrics.redis_errors.inc();
+            warn!(error = %e, "route not written to Redis");
+        }
+    }
+}
+
+/// Follows the membership.
+async fn watch_views(node: Weak<SessionNode>) {
+    let Some(mut views) = node.upgrade().map(|n| n.membership.watch()) else {
+        return;
+    };
+    // A change is acted on once it has held for two heartbeats: members
+    // reappear one by one after Redis restarts empty, and a view without
+    // some of them would move their shards for nothing.
+    let settle = node
+        .upgrade()
+        .map(|n| Duration::from_millis(n.membership.config().heartbeat_ms * 2))
+        .unwrap_or_default();
+    let mut first = true;
+    loop {
+        if !first {
+            tokio::time::sleep(settle).await;
+        }
+        first = false;
+        let view = views.borrow_and_update().clone();
+        match node.upgrade() {
+            Some(n) => {
+                n.on_view(&view).await;
+                n.reassert().await;
+            }
+            None => return,
+        }
+        // Between changes, check now and then that Redis still has this
+        // node's claims (it may have restarted empty without the view
+        // changing as seen from here).
+        loop {
+            tokio::select! {
+                r = views.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    break;
+                }
+                _ = tokio::time::sleep(settle * 3) => match node.upgrade() {
+                    Some(n) => n.reassert().await,
+                    None => return,
+                },
+            }
+        }
     }
 }

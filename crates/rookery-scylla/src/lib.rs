@@ -131,7 +131,9 @@ impl ScyllaConfig {
         Ok((c, serial))
     }
 
-    fn check(&self) -> Result<(), StoreError> {
+    /// Checks the section without contacting the cluster: keyspace name,
+    /// replication literal, a node to contact, consistency level.
+    pub fn check(&self) -> Result<(), StoreError> {
         check_identifier(&self.keyspace)?;
         let r = self.replication.trim();
         if !(r.starts_with('{') && r.ends_with('}')) || r.contains(';') {

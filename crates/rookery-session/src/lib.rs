@@ -124,6 +124,25 @@ struct Resource {
 
 type Shard = RwLock<HashMap<Jid, Vec<Resource>>>;
 
+/// The recorded state of a resource (cluster handover).
+fn state_of(r: &Resource) -> peers::ResourceState {
+    peers::ResourceState {
+        presence: r.presence,
+        last_presence: r.last_presence.as_ref().map(|e| e.to_xml_string()),
+        interested: r.interested,
+        blocklist_interested: r.blocklist_interested,
+        carbons: r.carbons,
+        directed: r.directed.iter().map(|j| j.as_str().to_owned()).collect(),
+        last_status: r.last_status.clone(),
+        sm: r.sm.as_ref().map(|s| peers::SmState {
+            id: s.id.clone(),
+            timeout_secs: s.params.timeout.as_secs(),
+            max_queue: s.params.max_queue,
+            detached: s.is_detached(),
+        }),
+    }
+}
+
 const SHARDS: usize = 64;
 const ROSTER_LOCKS: usize = 256;
 
@@ -641,11 +660,180 @@ impl LocalSessions {
 
     fn with_resource<T>(&self, jid: &Jid, f: impl FnOnce(&mut Resource) -> T) -> Option<T> {
         let bare = jid.to_bare();
-        let mut shard = self.shard(&bare).write().ok()?;
-        shard
-            .get_mut(&bare)
-            .and_then(|rs| rs.iter_mut().find(|r| r.jid == *jid))
-            .map(f)
+        let out = {
+            let mut shard = self.shard(&bare).write().ok()?;
+            shard
+                .get_mut(&bare)
+                .and_then(|rs| rs.iter_mut().find(|r| r.jid == *jid))
+                .map(f)
+        };
+        if out.is_some() {
+            self.notify(jid);
+        }
+        out
+    }
+
+    /// Tells the peers (cluster mode) the current state of a resource.
+    fn notify(&self, jid: &Jid) {
+        let Some(peers) = self.peers.get() else {
+            return;
+        };
+        let bare = jid.to_bare();
+        let found = self.shard(&bare).read().ok().and_then(|m| {
+            m.get(&bare)?
+                .iter()
+                .find(|r| r.jid == *jid)
+                .map(|r| (r.conn_id, state_of(r)))
+        });
+        if let Some((conn_id, state)) = found {
+            peers.resource_changed(jid, conn_id, Some(state));
+        }
+    }
+
+    /// Rebuilds a resource of an account this node took over (cluster
+    /// handover), from the state its previous owner recorded. `link` is
+    /// the client's connection, or `None` if its cm is gone: then only a
+    /// resumable session is kept (detached, until resumed or timed out).
+    /// Returns whether the resource was restored.
+    pub fn restore(
+        &self,
+        jid: Jid,
+        conn_id: u64,
+        link: Option<Arc<dyn ClientLink>>,
+        state: peers::ResourceState,
+    ) -> bool {
+        let bare = jid.to_bare();
+        let sm = state.sm.as_ref().map(|s| {
+            let params = SmParams {
+                resume: s.id.is_some(),
+                timeout: Duration::from_secs(s.timeout_secs),
+                max_queue: s.max_queue,
+            };
+            let inner = if s.detached { None } else { link.clone() };
+            Arc::new(sm::SmLink::rebuilt(s.id.clone(), params, inner))
+        });
+        let link: Arc<dyn ClientLink> = match (&sm, link) {
+            (Some(sm), _) if sm.id.is_some() || !sm.is_detached() => sm.clone(),
+            (None, Some(l)) => l,
+            _ => return false,
+        };
+        let detached = sm.as_ref().is_some_and(|s| s.is_detached());
+        let timeout = sm.as_ref().map(|s| s.params.timeout);
+        let resource = Resource {
+            jid: jid.clone(),
+            conn_id,
+            link,
+            presence: state.presence,
+            interested: state.interested,
+            last_presence: state
+                .last_presence
+                .as_deref()
+                .and_then(|x| Element::parse(x).ok())
+                .map(Arc::new),
+            directed: state
+                .directed
+                .iter()
+                .filter_map(|j| Jid::parse(j).ok())
+                .collect(),
+            blocklist_interested: state.blocklist_interested,
+            carbons: state.carbons,
+            last_status: state.last_status,
+            sm,
+        };
+        {
+            let Ok(mut shard) = self.shard(&bare).write() else {
+                return false;
+            };
+            let rs = shard.entry(bare).or_default();
+            if let Some(i) = rs.iter().position(|r| r.jid == jid) {
+                rs[i] = resource;
+            } else {
+                rs.push(resource);
+                self.metrics.sessions.inc();
+            }
+        }
+        if detached && let Some(wait) = timeout {
+            self.expire_later(jid, conn_id, wait);
+        }
+        true
+    }
+
+    /// Forgets every resource of an account without a word to anyone: its
+    /// shard moved to another node, which took the sessions over.
+    pub fn forget(&self, bare: &Jid) {
+        let removed = self
+            .shard(bare)
+            .write()
+            .ok()
+            .and_then(|mut m| m.remove(bare))
+            .map(|rs| rs.len())
+            .unwrap_or(0);
+        for _ in 0..removed {
+            self.metrics.sessions.dec();
+        }
+        if let Ok(mut cache) = self.blocklists.lock() {
+            cache.remove(bare);
+        }
+        if let Ok(mut cache) = self.mam_prefs.lock() {
+            cache.remove(bare);
+        }
+    }
+
+    /// The bound resources of an account with their connection ids.
+    pub fn connections_of(&self, bare: &Jid) -> Vec<(Jid, u64)> {
+        self.shard(bare)
+            .read()
+            .ok()
+            .and_then(|m| {
+                m.get(bare)
+                    .map(|rs| rs.iter().map(|r| (r.jid.clone(), r.conn_id)).collect())
+            })
+            .unwrap_or_default()
+    }
+
+    /// Tells the peers the state of every resource again (after the
+    /// cluster state was lost); returns how many.
+    pub fn republish(&self) -> usize {
+        let mut n = 0;
+        for bare in self.bound_accounts() {
+            for (jid, _) in self.connections_of(&bare) {
+                self.notify(&jid);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The accounts with bound resources on this node.
+    pub fn bound_accounts(&self) -> Vec<Jid> {
+        self.shards
+            .iter()
+            .filter_map(|s| s.read().ok().map(|m| m.keys().cloned().collect::<Vec<_>>()))
+            .flatten()
+            .collect()
+    }
+
+    /// The connection of a session went away without the cm saying so (its
+    /// cm died): a resumable session waits for its client to resume on
+    /// another cm, any other ends as if the stream had closed.
+    pub async fn connection_lost(&self, jid: &Jid, conn_id: u64) {
+        match self.sm_of(jid, conn_id) {
+            Some(sm) if sm.id.is_some() => {
+                let inbound = sm.inbound();
+                self.detach(jid, conn_id, inbound).await;
+            }
+            _ => self.unbind(jid, conn_id).await,
+        }
+    }
+
+    fn expire_later(&self, jid: Jid, conn_id: u64, wait: Duration) {
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Some(s) = me.upgrade() {
+                s.sm_expire(&jid, conn_id).await;
+            }
+        });
     }
 
     /// Records a resource's presence; returns whether it was available before.
@@ -1069,6 +1257,7 @@ impl SessionService for LocalSessions {
             self.metrics.sessions.inc();
         }
         debug!(jid = %jid, "bound");
+        self.notify(&jid);
         Ok(jid)
     }
 
@@ -1106,6 +1295,9 @@ impl SessionService for LocalSessions {
             (removed, offline_now)
         };
         if let Some(r) = removed {
+            if let Some(peers) = self.peers.get() {
+                peers.resource_changed(jid, conn_id, None);
+            }
             let status = r.last_status.unwrap_or_default();
             // RFC 6121 §4.5.2: gone without unavailable presence.
             self.went_offline(jid, r.presence.is_some(), r.directed)
@@ -1150,6 +1342,8 @@ impl SessionService for LocalSessions {
         let link = Arc::new(sm::SmLink::new(id.clone(), params, r.link.clone()));
         r.link = link.clone();
         r.sm = Some(link);
+        drop(shard);
+        self.notify(jid);
         Ok(id)
     }
 
@@ -1172,15 +1366,8 @@ impl SessionService for LocalSessions {
             Some(sm) if sm.id.is_some() => {
                 sm.detach(inbound);
                 debug!(jid = %jid, "detached, waiting for resumption");
-                let me = self.me.clone();
-                let jid = jid.clone();
-                let wait = sm.params.timeout;
-                tokio::spawn(async move {
-                    tokio::time::sleep(wait).await;
-                    if let Some(s) = me.upgrade() {
-                        s.sm_expire(&jid, conn_id).await;
-                    }
-                });
+                self.notify(jid);
+                self.expire_later(jid.clone(), conn_id, sm.params.timeout);
             }
             _ => self.unbind(jid, conn_id).await,
         }
@@ -1210,12 +1397,15 @@ impl SessionService for LocalSessions {
             return Err(SmError::NotFound);
         };
         let inbound = sm.attach(h, link)?;
-        r.conn_id = conn_id;
-        debug!(jid = %r.jid, "resumed");
-        Ok(Resumed {
-            jid: r.jid.clone(),
-            h: inbound,
-        })
+        let old_conn = std::mem::replace(&mut r.conn_id, conn_id);
+        let jid = r.jid.clone();
+        drop(shard);
+        debug!(jid = %jid, "resumed");
+        if let Some(peers) = self.peers.get() {
+            peers.resource_changed(&jid, old_conn, None);
+        }
+        self.notify(&jid);
+        Ok(Resumed { jid, h: inbound })
     }
 
     async fn route(&self, from: &Jid, stanza: Stanza) {

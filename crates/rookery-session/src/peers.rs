@@ -50,4 +50,44 @@ pub trait Peers: Send + Sync + std::fmt::Debug {
     /// owner acknowledged it, retrying while the owner changes; an error
     /// once no owner took it within the deadline.
     async fn forward(&self, job: Forward) -> Result<(), StanzaError>;
+    /// A resource of an account this node owns was bound, changed or (with
+    /// `None`) removed: what a new owner needs to rebuild it after a
+    /// handover. Called in the order of the changes; must not block.
+    fn resource_changed(&self, _jid: &Jid, _conn_id: u64, _state: Option<ResourceState>) {}
+}
+
+/// What a session node keeps about one bound resource, beside its link:
+/// enough for a new owner of the account to take it over (DESIGN.md "What
+/// a failure costs": the new owner rebuilds its sessions from Redis).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ResourceState {
+    /// Priority of its available presence; `None` while unavailable.
+    pub presence: Option<i8>,
+    /// Its last broadcast presence (XML), to answer probes.
+    pub last_presence: Option<String>,
+    /// It requested the roster (RFC 6121 §2.1.6).
+    pub interested: bool,
+    /// It requested the block list (XEP-0191).
+    pub blocklist_interested: bool,
+    /// XEP-0280 carbons enabled.
+    pub carbons: bool,
+    /// Directed presence targets (RFC 6121 §4.6).
+    pub directed: Vec<String>,
+    /// Status of its last unavailable presence (XEP-0012).
+    pub last_status: Option<String>,
+    /// XEP-0198 state, once enabled.
+    pub sm: Option<SmState>,
+}
+
+/// The XEP-0198 part of a [`ResourceState`].
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SmState {
+    /// Resumption id, if resumption was granted.
+    pub id: Option<String>,
+    /// Resumption timeout, seconds.
+    pub timeout_secs: u64,
+    /// Most unacknowledged stanzas kept.
+    pub max_queue: usize,
+    /// The stream is gone and the session waits for a resumption.
+    pub detached: bool,
 }

@@ -29,6 +29,9 @@ struct SmState {
     queue: VecDeque<Arc<Element>>,
     /// Stanzas handled from the client, as last reported by the cm.
     inbound: u32,
+    /// Rebuilt by a new owner (cluster handover): the counters of the old
+    /// owner are unknown, so the client's next `h` becomes the base.
+    rebase: bool,
 }
 
 /// The session's link once stream management is enabled.
@@ -51,8 +54,32 @@ impl SmLink {
                 acked: 0,
                 queue: VecDeque::new(),
                 inbound: 0,
+                rebase: false,
             }),
         }
+    }
+
+    /// The state a new owner rebuilds after a handover: the counters and
+    /// the unacknowledged stanzas of the old owner are gone (those stanzas
+    /// were already with the cm); the client's next acknowledgement sets
+    /// the base, counting none of the stanzas sent since as acknowledged,
+    /// so that a resumption replays too much rather than too little.
+    pub(crate) fn rebuilt(
+        id: Option<String>,
+        params: SmParams,
+        inner: Option<Arc<dyn ClientLink>>,
+    ) -> SmLink {
+        let l = SmLink::new(id, params, Arc::new(Nowhere));
+        if let Ok(mut st) = l.state.lock() {
+            st.inner = inner;
+            st.rebase = true;
+        }
+        l
+    }
+
+    /// The inbound count last reported.
+    pub(crate) fn inbound(&self) -> u32 {
+        self.state.lock().map(|st| st.inbound).unwrap_or(0)
     }
 
     /// §4: drops what the client acknowledged.
@@ -119,7 +146,24 @@ impl SmLink {
     }
 }
 
+/// A link to no connection (placeholder while building a detached state).
+#[derive(Debug)]
+struct Nowhere;
+
+impl ClientLink for Nowhere {
+    fn deliver(&self, _: Arc<Element>) -> Result<(), DeliverError> {
+        Err(DeliverError::Closed)
+    }
+    fn close(&self, _: StreamError) {}
+}
+
 fn ack_locked(st: &mut SmState, h: u32) -> Result<(), SmError> {
+    if st.rebase {
+        st.rebase = false;
+        st.acked = h;
+        st.sent = h.wrapping_add(st.queue.len() as u32);
+        return Ok(());
+    }
     let n = h.wrapping_sub(st.acked) as usize;
     if n > st.queue.len() {
         return Err(SmError::TooHigh { h, sent: st.sent });

@@ -13,13 +13,12 @@ use rookery_core::metrics::Metrics;
 use rookery_core::{SessionService, UserStore};
 use rookery_rpc::{RemoteSessions, RpcConfig, SessionNode};
 use rookery_session::LocalSessions;
-use rookery_store::SqliteStore;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::info;
 
 use crate::config::Config;
-use crate::server::{bind_all, listen, open_store, server_secret, stores, tls_config};
+use crate::server::{StoreHandle, bind_all, listen, server_secret, tls_config};
 
 /// A running cluster member.
 #[derive(Debug)]
@@ -41,7 +40,7 @@ pub struct ClusterNode {
     membership: Arc<Membership>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
-    store: SqliteStore,
+    store: StoreHandle,
 }
 
 /// The node name when none is configured: the host name.
@@ -61,8 +60,8 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
     let data_dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
-    let store = open_store(&config)?;
-    let stores = stores(&store);
+    let store = StoreHandle::open(&config).await?;
+    let stores = store.stores();
     let metrics = Metrics::new();
     let rpc = RpcConfig {
         timeout: Duration::from_millis(c.rpc_timeout_ms),
@@ -114,7 +113,6 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
             metrics.clone(),
         );
         let node = SessionNode::new(sessions.clone(), membership.clone(), rpc, metrics.clone());
-        tasks.spawn(watch_shards(membership.clone(), metrics.clone()));
         out.sessions = Some(sessions);
         Some(node.service())
     } else {
@@ -181,29 +179,6 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
     }
     out.tasks = tasks;
     Ok(out)
-}
-
-/// Keeps the shard metrics of a session node current.
-async fn watch_shards(membership: Arc<Membership>, metrics: Arc<Metrics>) {
-    let mut views = membership.watch();
-    let mut owned: Vec<u16> = Vec::new();
-    loop {
-        let view = views.borrow_and_update().clone();
-        let now = view.owned_shards(&membership.me().node);
-        let moved = now.iter().filter(|s| !owned.contains(s)).count()
-            + owned.iter().filter(|s| !now.contains(s)).count();
-        if !owned.is_empty() || !now.is_empty() {
-            metrics.shard_handovers.inc_by(moved as u64);
-        }
-        metrics.shards_owned.set(now.len() as i64);
-        if moved > 0 {
-            info!(owned = now.len(), moved, "shard map changed");
-        }
-        owned = now;
-        if views.changed().await.is_err() {
-            return;
-        }
-    }
 }
 
 impl ClusterNode {

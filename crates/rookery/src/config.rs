@@ -36,6 +36,30 @@ pub struct Config {
     pub log: LogConfig,
     /// `[cluster]`
     pub cluster: ClusterConfig,
+    /// `[store]`
+    pub store: StoreConfig,
+}
+
+/// `[store]`: where accounts and per-user data live
+/// (docs/decisions/0012-scylladb-backend.md).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Which store serves every feature.
+    pub backend: StoreBackend,
+    /// `[store.scylla]`: read when `backend = "scylla"`.
+    pub scylla: rookery_scylla::ScyllaConfig,
+}
+
+/// The store backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// The embedded SQLite store, `<server.data_dir>/rookery.db`.
+    #[default]
+    Sqlite,
+    /// A ScyllaDB (or Apache Cassandra) cluster, `[store.scylla]`.
+    Scylla,
 }
 
 /// `[cluster]`: cluster mode, used when `rookery serve --role …` is given
@@ -211,6 +235,26 @@ impl Config {
             .redis
             .validate()
             .map_err(|e| anyhow::anyhow!("cluster.redis: {e}"))?;
+        if self.store.backend == StoreBackend::Scylla {
+            let s = &self.store.scylla;
+            s.check()
+                .map_err(|e| anyhow::anyhow!("store.scylla: {e}"))?;
+            for node in &s.nodes {
+                anyhow::ensure!(
+                    node.rsplit_once(':')
+                        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()),
+                    "store.scylla.nodes: {node:?} is not host:port"
+                );
+            }
+            anyhow::ensure!(
+                s.username.is_some() == s.password.is_some(),
+                "store.scylla.username and store.scylla.password must be set together"
+            );
+            anyhow::ensure!(
+                s.request_timeout_ms >= 10,
+                "store.scylla.request_timeout_ms must be at least 10"
+            );
+        }
         Ok(())
     }
 }
@@ -235,6 +279,34 @@ mod tests {
         assert!(Config::parse("[tls]\ncert = 'x.pem'").is_err());
         let c = Config::parse("[server]\ndomain = 'Example.ORG'").unwrap();
         assert_eq!(c.server.domain, "example.org");
+    }
+
+    #[test]
+    fn store_section() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.store.backend, StoreBackend::Sqlite);
+        let c = Config::parse(
+            "[store]\nbackend = 'scylla'\n[store.scylla]\nnodes = ['10.0.0.1:9042', 'db.example:9042']\nkeyspace = 'xmpp'\nconsistency = 'QUORUM'\n",
+        )
+        .unwrap();
+        assert_eq!(c.store.backend, StoreBackend::Scylla);
+        assert_eq!(c.store.scylla.keyspace, "xmpp");
+        assert!(Config::parse("[store]\nbackend = 'postgres'").is_err());
+        assert!(Config::parse("[store.scylla]\nno_such_option = 1").is_err());
+        for bad in [
+            "nodes = []",
+            "nodes = ['10.0.0.1']",
+            "keyspace = 'Bad-Name'",
+            "consistency = 'two'",
+            "replication = 'SimpleStrategy'",
+            "request_timeout_ms = 0",
+            "username = 'rookery'",
+        ] {
+            let text = format!("[store]\nbackend = 'scylla'\n[store.scylla]\n{bad}\n");
+            assert!(Config::parse(&text).is_err(), "{bad} accepted");
+        }
+        // The section is only checked when it is used.
+        Config::parse("[store.scylla]\nnodes = []").unwrap();
     }
 
     /// Every option of every section, as the code defines it, is documented

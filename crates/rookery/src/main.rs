@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use rookery::config::{Config, LogFormat};
+use rookery::config::{Config, LogFormat, StoreBackend};
 use rookery::{admin, server};
 use tracing_subscriber::EnvFilter;
 
@@ -34,6 +34,9 @@ enum Command {
     /// Manages accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manages the store (`[store]` in the configuration).
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Checks the configuration file and prints the effective configuration.
     CheckConfig,
 }
@@ -83,6 +86,15 @@ enum UserCommand {
         #[arg(long)]
         unique_salts: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Brings the store's schema up to date. ScyllaDB: creates the keyspace
+    /// if missing and applies the schema steps not yet applied (run it
+    /// before starting servers of a new version). The embedded SQLite store
+    /// migrates itself when opened; this opens it.
+    Migrate,
 }
 
 fn init_logging(config: &Config) {
@@ -142,42 +154,82 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             print!("{}", toml::to_string(&config)?);
             Ok(())
         }
-        Command::User(cmd) => {
-            let store = server::open_store(&config)?;
-            match cmd {
-                UserCommand::Add { jid, password } => {
-                    admin::add(&config, &store, &jid, &password).await?;
-                    println!("created {}", admin::account_jid(&config, &jid)?);
-                }
-                UserCommand::Passwd { jid, password } => {
-                    admin::passwd(&config, &store, &jid, &password).await?;
-                    println!(
-                        "password changed for {}",
-                        admin::account_jid(&config, &jid)?
-                    );
-                }
-                UserCommand::Del { jid } => {
-                    admin::delete(&config, &server::stores(&store), &jid).await?;
-                    println!("deleted {}", admin::account_jid(&config, &jid)?);
-                }
-                UserCommand::List => {
-                    use rookery_core::UserStore;
-                    for u in store.list().await? {
-                        println!("{u}");
-                    }
-                }
-                UserCommand::Import { file, unique_salts } => {
-                    let started = std::time::Instant::now();
-                    let n = admin::import(&config, &store, &file, unique_salts).await?;
-                    println!(
-                        "imported {n} accounts in {:.1} s",
-                        started.elapsed().as_secs_f64()
-                    );
-                }
+        Command::User(cmd) => user(cmd, &config).await,
+        Command::Store(StoreCommand::Migrate) => migrate(&config).await,
+    }
+}
+
+async fn user(cmd: UserCommand, config: &Config) -> anyhow::Result<()> {
+    let store = server::StoreHandle::open(config).await?;
+    let stores = store.stores();
+    let users = stores.users.as_ref();
+    match cmd {
+        UserCommand::Add { jid, password } => {
+            admin::add(config, users, &jid, &password).await?;
+            println!("created {}", admin::account_jid(config, &jid)?);
+        }
+        UserCommand::Passwd { jid, password } => {
+            admin::passwd(config, users, &jid, &password).await?;
+            println!("password changed for {}", admin::account_jid(config, &jid)?);
+        }
+        UserCommand::Del { jid } => {
+            admin::delete(config, &stores, &jid).await?;
+            println!("deleted {}", admin::account_jid(config, &jid)?);
+        }
+        UserCommand::List => {
+            for u in users.list().await? {
+                println!("{u}");
             }
-            Ok(())
+        }
+        UserCommand::Import { file, unique_salts } => {
+            let started = std::time::Instant::now();
+            let n = admin::import(config, users, &file, unique_salts).await?;
+            println!(
+                "imported {n} accounts in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
         }
     }
+    store.flush().await?;
+    Ok(())
+}
+
+/// `rookery store migrate`
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    match config.store.backend {
+        StoreBackend::Sqlite => {
+            let path = config.server.data_dir.join("rookery.db");
+            let store = server::open_store(config)?;
+            store.flush().await?;
+            println!(
+                "the embedded store migrates itself when opened: {} is up to date",
+                path.display()
+            );
+        }
+        StoreBackend::Scylla => {
+            let cfg = &config.store.scylla;
+            let applied = rookery_scylla::migrate(cfg).await.with_context(|| {
+                format!(
+                    "migrating keyspace {} on ScyllaDB at {}",
+                    cfg.keyspace,
+                    cfg.nodes.join(", ")
+                )
+            })?;
+            if applied.is_empty() {
+                println!("keyspace {}: schema is up to date", cfg.keyspace);
+            } else {
+                for step in &applied {
+                    println!("applied {step}");
+                }
+                println!(
+                    "keyspace {}: {} schema step(s) applied, schema is up to date",
+                    cfg.keyspace,
+                    applied.len()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -11,6 +11,8 @@ use rookery_cm::C2s;
 use rookery_cm::tls::{CertSource, server_config};
 use rookery_core::UserStore;
 use rookery_core::metrics::Metrics;
+use rookery_core::users::StoreError;
+use rookery_scylla::ScyllaStore;
 use rookery_session::{LocalSessions, Stores};
 use rookery_store::SqliteStore;
 use tokio::net::TcpListener;
@@ -18,7 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::info;
 
-use crate::config::Config;
+use crate::config::{Config, StoreBackend};
 
 /// A running server.
 #[derive(Debug)]
@@ -35,7 +37,7 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
-    store: SqliteStore,
+    store: StoreHandle,
 }
 
 impl Running {
@@ -54,7 +56,63 @@ impl Running {
     }
 }
 
-/// Opens the embedded store under the data directory.
+/// The store of a process, as `[store] backend` chose it.
+#[derive(Clone, Debug)]
+pub enum StoreHandle {
+    /// The embedded SQLite store under `server.data_dir`.
+    Sqlite(SqliteStore),
+    /// A ScyllaDB cluster (`[store.scylla]`).
+    Scylla(Arc<ScyllaStore>),
+}
+
+impl StoreHandle {
+    /// Opens the configured store: the embedded one (created and migrated
+    /// on open), or a connection to ScyllaDB, whose schema must already be
+    /// in place (`rookery store migrate`).
+    pub async fn open(config: &Config) -> anyhow::Result<StoreHandle> {
+        match config.store.backend {
+            StoreBackend::Sqlite => Ok(StoreHandle::Sqlite(open_store(config)?)),
+            StoreBackend::Scylla => {
+                let cfg = &config.store.scylla;
+                let store = ScyllaStore::connect(cfg).await.with_context(|| {
+                    format!(
+                        "opening the ScyllaDB store (keyspace {} on {})",
+                        cfg.keyspace,
+                        cfg.nodes.join(", ")
+                    )
+                })?;
+                info!(
+                    backend = "scylla",
+                    keyspace = %cfg.keyspace,
+                    nodes = %cfg.nodes.join(","),
+                    consistency = %cfg.consistency,
+                    "store opened"
+                );
+                Ok(StoreHandle::Scylla(Arc::new(store)))
+            }
+        }
+    }
+
+    /// Every feature store, served by this store.
+    pub fn stores(&self) -> Stores {
+        match self {
+            StoreHandle::Sqlite(store) => stores(store),
+            StoreHandle::Scylla(store) => with_roster_cache(store.stores()),
+        }
+    }
+
+    /// Writes out what is queued: the SQLite archive's group commit. Every
+    /// ScyllaDB write completes before it is acknowledged, so nothing to do.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        match self {
+            StoreHandle::Sqlite(store) => store.flush().await,
+            StoreHandle::Scylla(_) => Ok(()),
+        }
+    }
+}
+
+/// Opens the embedded store under the data directory (whatever
+/// `[store] backend` says).
 pub fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
     let path = config.server.data_dir.join("rookery.db");
     SqliteStore::open(&path).with_context(|| format!("opening the store at {}", path.display()))
@@ -65,19 +123,27 @@ const ROSTER_CACHE: usize = 10_000;
 
 /// Every feature store, all backed by the embedded store.
 pub fn stores(store: &SqliteStore) -> Stores {
-    Stores {
+    with_roster_cache(Stores {
         users: Arc::new(store.clone()),
-        // Presence broadcasts read the sender's roster on every change.
-        roster: Arc::new(rookery_session::roster_cache::CachedRosterStore::new(
-            Arc::new(store.clone()),
-            ROSTER_CACHE,
-        )),
+        roster: Arc::new(store.clone()),
         offline: Arc::new(store.clone()),
         blocklist: Arc::new(store.clone()),
         vcards: Arc::new(store.clone()),
         private: Arc::new(store.clone()),
         last_activity: Arc::new(store.clone()),
         archive: Arc::new(store.clone()),
+    })
+}
+
+/// Puts the roster cache in front of the roster store: presence broadcasts
+/// read the sender's roster on every change.
+fn with_roster_cache(stores: Stores) -> Stores {
+    Stores {
+        roster: Arc::new(rookery_session::roster_cache::CachedRosterStore::new(
+            stores.roster,
+            ROSTER_CACHE,
+        )),
+        ..stores
     }
 }
 
@@ -161,8 +227,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.server.scram_iterations,
     );
 
-    let store = open_store(&config)?;
-    let stores = stores(&store);
+    let store = StoreHandle::open(&config).await?;
+    let stores = store.stores();
     let users: Arc<dyn UserStore> = stores.users.clone();
     let metrics = Metrics::new();
     let sessions = LocalSessions::new(
@@ -217,7 +283,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         running.http_addrs.push(addr);
         tasks.spawn(crate::http::serve(l, metrics.clone(), shutdown_rx.clone()));
     }
-    info!(domain = %domain, data_dir = %data_dir.display(), "rookery started");
+    info!(domain = %domain, data_dir = %data_dir.display(), store = ?config.store.backend, "rookery started");
     running.tasks = tasks;
     Ok(running)
 }

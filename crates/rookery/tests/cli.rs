@@ -176,3 +176,85 @@ fn serve_answers_and_stops_on_sigterm() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// Runs the binary like [`rookery`], failing the test (and killing the
+/// process) if it has not exited within `limit`.
+fn rookery_within(
+    config: &std::path::Path,
+    args: &[&str],
+    limit: Duration,
+) -> std::process::Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_rookery"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (done, exited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    match exited.recv_timeout(limit) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
+            panic!("rookery {args:?} still running after {limit:?}");
+        }
+    }
+}
+
+#[test]
+fn store_migrate_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path());
+    let out = rookery(&cfg, &["store", "migrate"]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("migrates itself"), "{stdout}");
+    assert!(dir.path().join("data/rookery.db").exists());
+    // Running it again is harmless, and the store is usable.
+    let out = rookery(&cfg, &["store", "migrate"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = rookery(&cfg, &["user", "add", "alice", "--password", "pw"]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// With `backend = "scylla"` and no node reachable, `store migrate`, the
+/// user commands and `serve` fail quickly, naming the node, instead of
+/// hanging. (No ScyllaDB runs where the tests run; the conformance suite of
+/// crates/rookery-scylla covers a real one when given.)
+#[test]
+fn scylla_backend_unreachable_fails_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path());
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(
+        "\n[store]\nbackend = 'scylla'\n\n[store.scylla]\nnodes = ['127.0.0.1:1']\nkeyspace = 'rookery_test'\nrequest_timeout_ms = 1000\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    for args in [
+        &["store", "migrate"][..],
+        &["user", "list"][..],
+        &["serve"][..],
+    ] {
+        let started = std::time::Instant::now();
+        let out = rookery_within(&cfg, args, Duration::from_secs(30));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded: {out:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{args:?} took {:?}",
+            started.elapsed()
+        );
+        assert!(stderr.contains("ScyllaDB"), "{args:?}: {stderr}");
+        assert!(stderr.contains("127.0.0.1:1"), "{args:?}: {stderr}");
+    }
+    // Nothing fell back to the embedded store.
+    assert!(!dir.path().join("data/rookery.db").exists());
+}

@@ -149,7 +149,7 @@ async fn redis_restart_errors_then_recovers() {
         bin(),
         2,
         2,
-        "retry_for_ms = 1500\nrpc_timeout_ms = 500",
+        "retry_for_ms = 2500\nrpc_timeout_ms = 500",
         "timeout_ms = 300",
     );
     c.wait_settled().await;
@@ -195,6 +195,43 @@ async fn redis_restart_errors_then_recovers() {
             "no delivery after Redis came back\n{}",
             c.logs()
         );
+    }
+    // The session nodes write their claims and routes back (decision
+    // 0011's key layout): once a's route is in Redis again, the death of
+    // its owner does not lose a's session.
+    let shard = shard_of(&format!("{a}@localhost"), rookery_cluster::DEFAULT_SHARDS);
+    let key = format!("{{rookery:s{shard}}}:r:{a}@localhost");
+    let start = std::time::Instant::now();
+    loop {
+        let out = Command::new("redis-cli")
+            .args(["-p", &c.redis.port.to_string(), "HEXISTS", &key, "r"])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).trim() == "1" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{key} not written again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.kill("session1");
+    cb.send(&format!(
+        "<message to='{a}@localhost/r' id='rebuilt'><body>4</body></message>"
+    ))
+    .await;
+    let m = cb_or_ca_message(&mut ca).await;
+    assert_eq!(m.attr("id"), Some("rebuilt"), "{m}");
+}
+
+/// The next message (ignoring the retried 'after' messages' extra copies).
+async fn cb_or_ca_message(c: &mut RawClient) -> rookery_xml::Element {
+    loop {
+        let m = c.next_message().await;
+        if m.attr("id") != Some("after") {
+            return m;
+        }
     }
 }
 
@@ -352,4 +389,185 @@ async fn bad_envelopes_and_stale_epochs_are_refused() {
     .await;
     let m = cb.next_message().await;
     assert_eq!(m.attr("id"), Some("ok"), "{m}");
+}
+
+/// Reads stanzas until the message `until_id` arrived and then until the
+/// answer to a ping: returns the ids of the messages delivered and of the
+/// messages bounced (type error) on the way, in order. Everything a cm
+/// bounced for this client's earlier stanzas precedes that answer.
+async fn drain(c: &mut RawClient, until_id: &str) -> (Vec<String>, Vec<String>) {
+    let (mut delivered, mut bounced) = (Vec::new(), Vec::new());
+    let mut marker = false;
+    let mut pinged = false;
+    loop {
+        if marker && !pinged {
+            c.send("<iq type='get' id='drain'><ping xmlns='urn:xmpp:ping'/></iq>")
+                .await;
+            pinged = true;
+        }
+        let el = c.next_stanza().await;
+        let id = el.attr("id").unwrap_or_default().to_owned();
+        if el.name() == "iq" && id == "drain" {
+            return (delivered, bounced);
+        }
+        if el.name() != "message" {
+            continue;
+        }
+        if id == until_id {
+            marker = true;
+        } else if el.attr("type") == Some("error") {
+            bounced.push(id);
+        } else {
+            delivered.push(id);
+        }
+    }
+}
+
+/// kill -9 of a session node mid-traffic: its shards move to the other
+/// node, which rebuilds the sessions from Redis; the clients stay
+/// connected, and every message is delivered, in order, or (if no owner
+/// took it within `retry_for_ms`) bounced to its sender — none is lost.
+#[tokio::test]
+async fn kill_a_session_node_mid_traffic() {
+    let mut c = Cluster::start(bin(), 2, 2, "", "");
+    c.wait_settled().await;
+    let (a, b) = (user_on("ka", "session1"), user_on("kb", "session2"));
+    c.add_user(&a, "pw").await;
+    c.add_user(&b, "pw").await;
+    let mut ca = login(&c, "cm1", &a, "r").await;
+    let mut cb = login(&c, "cm2", &b, "r").await;
+    let (mut to_a, mut to_b) = (Vec::new(), Vec::new());
+    for i in 0..100 {
+        if i == 50 {
+            c.kill("session1");
+        }
+        let (ia, ib) = (format!("to-a-{i}"), format!("to-b-{i}"));
+        cb.send(&format!(
+            "<message to='{a}@localhost/r' id='{ia}' type='chat'><body>{i}</body></message>"
+        ))
+        .await;
+        ca.send(&format!(
+            "<message to='{b}@localhost/r' id='{ib}' type='chat'><body>{i}</body></message>"
+        ))
+        .await;
+        to_a.push(ia);
+        to_b.push(ib);
+    }
+    // Each side's last message marks the end of its stream of messages.
+    cb.send(&format!(
+        "<message to='{a}@localhost/r' id='end-b'><body>end</body></message>"
+    ))
+    .await;
+    ca.send(&format!(
+        "<message to='{b}@localhost/r' id='end-a'><body>end</body></message>"
+    ))
+    .await;
+    let (got_a, bounced_a) = drain(&mut ca, "end-b").await;
+    let (got_b, bounced_b) = drain(&mut cb, "end-a").await;
+    // Every message arrived exactly once, in order, or bounced to its
+    // sender; with the other node taking over within the retry window,
+    // none bounced.
+    for (sent, got, bounced) in [(&to_a, &got_a, &bounced_b), (&to_b, &got_b, &bounced_a)] {
+        for id in sent {
+            assert!(
+                got.contains(id) != bounced.contains(id),
+                "{id} lost or twice"
+            );
+        }
+        assert_eq!(got, sent, "bounced: {bounced:?}");
+    }
+    // session2 now owns every shard, and the streams are still usable.
+    c.wait_settled().await;
+    let r = ca
+        .iq("<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    assert_eq!(r.attr("type"), Some("result"));
+    // The restarted node takes its shards back and rebuilds them.
+    c.restart("session1");
+    c.wait_settled().await;
+    cb.send(&format!(
+        "<message to='{a}@localhost/r' id='back'><body>x</body></message>"
+    ))
+    .await;
+    let m = ca.next_message().await;
+    assert_eq!(m.attr("id"), Some("back"), "{m}");
+}
+
+/// kill -9 of a connection manager: a client with stream management
+/// reconnects to the other cm and resumes (XEP-0198 §5); the session node
+/// replays what it had not acknowledged, including what arrived while it
+/// was away.
+#[tokio::test]
+async fn kill_a_cm_and_resume_on_another() {
+    const SM: &str = "urn:xmpp:sm:3";
+    let mut c = Cluster::start(bin(), 2, 2, "", "");
+    c.wait_settled().await;
+    let (a, b) = (user_on("ca", "session1"), user_on("cb", "session2"));
+    c.add_user(&a, "pw").await;
+    c.add_user(&b, "pw").await;
+    let mut ca = login(&c, "cm1", &a, "r").await;
+    ca.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        .await;
+    let enabled = ca.next().await;
+    assert!(enabled.is("enabled", SM), "{enabled}");
+    let previd = enabled.attr("id").unwrap().to_owned();
+    let mut cb = login(&c, "cm2", &b, "r").await;
+    for i in 0..5 {
+        cb.send(&format!(
+            "<message to='{a}@localhost/r' id='m{i}'><body>{i}</body></message>"
+        ))
+        .await;
+    }
+    for i in 0..5 {
+        assert_eq!(
+            ca.next_message().await.attr("id"),
+            Some(format!("m{i}").as_str())
+        );
+    }
+    // The client acknowledges the first two, then its cm dies.
+    ca.send("<a xmlns='urn:xmpp:sm:3' h='2'/>").await;
+    let _ = ca
+        .iq("<iq type='get' id='sync'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    c.kill("cm1");
+    for i in 5..10 {
+        cb.send(&format!(
+            "<message to='{a}@localhost/r' id='m{i}'><body>{i}</body></message>"
+        ))
+        .await;
+    }
+    // Resume on cm2 once the session node noticed (lease 1 s).
+    let start = std::time::Instant::now();
+    let mut r = loop {
+        let mut r = RawClient::connect(c.cm_addr("cm2")).await;
+        r.open("localhost").await;
+        r.starttls("localhost").await;
+        r.auth_scram("SCRAM-SHA-256", &a, "pw").await.unwrap();
+        r.open("localhost").await;
+        r.send(&format!(
+            "<resume xmlns='urn:xmpp:sm:3' previd='{previd}' h='2'/>"
+        ))
+        .await;
+        let answer = r.next().await;
+        if answer.is("resumed", SM) {
+            break r;
+        }
+        assert!(answer.is("failed", SM), "{answer}");
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "no resumption: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // m2..m9: the three never acknowledged, then the five sent meanwhile.
+    for i in 2..10 {
+        let m = r.next_message().await;
+        assert_eq!(m.attr("id"), Some(format!("m{i}").as_str()), "{m}");
+    }
+    // The resumed stream is the session: replies go out through cm2.
+    r.send(&format!(
+        "<message to='{b}@localhost/r' id='re'><body>back</body></message>"
+    ))
+    .await;
+    assert_eq!(cb.next_message().await.attr("id"), Some("re"));
 }
