@@ -83,7 +83,12 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
     };
     let membership = Membership::join(&c.redis, &node, roles, &advertise, c.shards)
         .await
-        .context("joining the cluster (Redis)")?;
+        .with_context(|| {
+            format!(
+                "joining the cluster through Redis at {}",
+                c.redis.urls.join(", ")
+            )
+        })?;
     let member = membership.me().clone();
     info!(node = %member.node, epoch = member.epoch, grpc = %advertise, ?roles, "joined the cluster");
 

@@ -258,3 +258,33 @@ fn scylla_backend_unreachable_fails_fast() {
     // Nothing fell back to the embedded store.
     assert!(!dir.path().join("data/rookery.db").exists());
 }
+
+/// Cluster mode without a reachable Redis: `serve --role …` stops at once
+/// with a message naming the Redis URL, instead of running without a
+/// cluster or hanging.
+#[test]
+fn cluster_roles_without_redis_fail_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(
+        "\n[cluster]\nnode = 'n1'\ngrpc_listen = '127.0.0.1:0'\n[cluster.redis]\nurls = ['redis://127.0.0.1:1']\ntimeout_ms = 500\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    for role in ["cm", "session", "all", "cm,session"] {
+        let out = rookery_within(&config, &["serve", "--role", role], Duration::from_secs(15));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{role}: {stderr}");
+        assert!(
+            stderr.contains("joining the cluster through Redis at redis://127.0.0.1:1"),
+            "{role}: {stderr}"
+        );
+    }
+    // An unknown role is a usage error.
+    let out = rookery_within(
+        &config,
+        &["serve", "--role", "s2s"],
+        Duration::from_secs(15),
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
