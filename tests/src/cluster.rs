@@ -141,7 +141,8 @@ impl Cluster {
         c
     }
 
-    fn add_node(&mut self, name: &str, role: &'static str) {
+    /// Starts one more node (e.g. a session node joining under load).
+    pub fn add_node(&mut self, name: &str, role: &'static str) {
         let c2s = (role != "session").then(free_port);
         let (grpc, http) = (free_port(), free_port());
         let data = self.dir.path().join("data");

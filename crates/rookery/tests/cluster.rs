@@ -571,3 +571,55 @@ async fn kill_a_cm_and_resume_on_another() {
     .await;
     assert_eq!(cb.next_message().await.attr("id"), Some("re"));
 }
+
+/// Scaling out under traffic: a second session node joins while messages
+/// flow; the shards it takes are handed over (the old owner forgets them,
+/// the new one rebuilds them from Redis) and no message is lost, bounced or
+/// reordered.
+#[tokio::test]
+async fn a_session_node_joins_mid_traffic() {
+    let mut c = Cluster::start(bin(), 1, 2, "", "");
+    c.wait_settled().await;
+    // a's account moves to session2 when it joins; b's stays on session1.
+    let (a, b) = (user_on("ja", "session2"), user_on("jb", "session1"));
+    c.add_user(&a, "pw").await;
+    c.add_user(&b, "pw").await;
+    let mut ca = login(&c, "cm1", &a, "r").await;
+    let mut cb = login(&c, "cm2", &b, "r").await;
+    let (mut to_a, mut to_b) = (Vec::new(), Vec::new());
+    for i in 0..100 {
+        if i == 50 {
+            c.add_node("session2", "session");
+        }
+        let (ia, ib) = (format!("to-a-{i}"), format!("to-b-{i}"));
+        cb.send(&format!(
+            "<message to='{a}@localhost/r' id='{ia}' type='chat'><body>{i}</body></message>"
+        ))
+        .await;
+        ca.send(&format!(
+            "<message to='{b}@localhost/r' id='{ib}' type='chat'><body>{i}</body></message>"
+        ))
+        .await;
+        to_a.push(ia);
+        to_b.push(ib);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    c.wait_settled().await;
+    cb.send(&format!(
+        "<message to='{a}@localhost/r' id='end-b'><body>end</body></message>"
+    ))
+    .await;
+    ca.send(&format!(
+        "<message to='{b}@localhost/r' id='end-a'><body>end</body></message>"
+    ))
+    .await;
+    let (got_a, bounced_a) = drain(&mut ca, "end-b").await;
+    let (got_b, bounced_b) = drain(&mut cb, "end-a").await;
+    assert_eq!(got_a, to_a, "bounced: {bounced_b:?}");
+    assert_eq!(got_b, to_b, "bounced: {bounced_a:?}");
+    // a's session is now served by session2.
+    let owned = rookery_e2e::cluster::metric(c.node("session2").http, "rookery_shards_owned")
+        .await
+        .unwrap();
+    assert!(owned > 0.0 && owned < 1024.0, "{owned}");
+}
