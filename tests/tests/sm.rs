@@ -78,6 +78,12 @@ async fn enable_and_ack_counting() {
 
     let mut a = s.login("alice", "pw", "laptop").await;
     let mut b = s.login("bob", "pw", "phone").await;
+    // Stanzas before <enable/> do not count (§4: h starts at zero when
+    // stream management is enabled).
+    let r = a
+        .iq("<iq type='get' id='before'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    assert_eq!(r.attr("type"), Some("result"));
     a.send("<enable xmlns='urn:xmpp:sm:3'/>").await;
     let e = a.next().await;
     assert!(e.is("enabled", SM), "{e}");

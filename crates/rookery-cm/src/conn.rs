@@ -807,6 +807,10 @@ impl Conn {
                         // after what was queued uncounted before it.
                         self.drain_rx();
                         self.sm.enabled = true;
+                        // §4: h counts what was handled since <enable/>
+                        // (found by @xmpp/client, which fails on a count
+                        // that includes the stanzas before it).
+                        self.sm.inbound = 0;
                         self.sm.unrequested = 0;
                         self.sm.resumable = id.is_some();
                     }

@@ -233,35 +233,60 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // The handlers are in place before anything listens: a SIGTERM right
+    // after start-up is a clean shutdown, not the default (immediate) exit.
+    let stop = Shutdown::install()?;
     let running = server::start(config).await?;
-    wait_for_signal().await?;
+    stop.wait().await;
     tracing::info!("shutting down");
     running.shutdown(Duration::from_secs(10)).await;
     Ok(())
 }
 
 async fn serve_cluster(config: Config, roles: &[rookery_cluster::Role]) -> anyhow::Result<()> {
+    let stop = Shutdown::install()?;
     let node = rookery::cluster::start(config, roles).await?;
-    wait_for_signal().await?;
+    stop.wait().await;
     tracing::info!("leaving the cluster and shutting down");
     node.shutdown(Duration::from_secs(10)).await;
     Ok(())
 }
 
+/// SIGTERM and SIGINT, caught from the moment it is installed.
 #[cfg(unix)]
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+struct Shutdown {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Shutdown {
+    fn install() -> anyhow::Result<Shutdown> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Shutdown {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() -> anyhow::Result<()> {
-    tokio::signal::ctrl_c().await?;
-    Ok(())
+struct Shutdown;
+
+#[cfg(not(unix))]
+impl Shutdown {
+    fn install() -> anyhow::Result<Shutdown> {
+        Ok(Shutdown)
+    }
+
+    async fn wait(self) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
