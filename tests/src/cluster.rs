@@ -2,10 +2,14 @@
 //! and `rookery serve --role …` nodes on loopback, sharing one data
 //! directory (as `deploy/local-cluster.sh` runs them).
 
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+
+pub use rookery_cluster::testing::RedisServer;
+use tokio::sync::watch;
 
 use crate::WAIT;
 
@@ -18,67 +22,30 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A Redis server of the test's own, without persistence.
-pub struct Redis {
-    child: Option<Child>,
-    pub port: u16,
-    dir: PathBuf,
+/// A node's log as it is written: the lines so far, and a counter that
+/// every new line (of any node of the cluster) bumps, so that a test waits
+/// for what it expects instead of sleeping.
+#[derive(Default)]
+pub struct Log {
+    lines: Mutex<Vec<String>>,
 }
 
-impl Redis {
-    /// Starts `redis-server` on a free port; fails the test if it is missing.
-    pub fn start(dir: &Path) -> Redis {
-        let mut r = Redis {
-            child: None,
-            port: free_port(),
-            dir: dir.to_owned(),
-        };
-        r.restart();
-        r
+impl Log {
+    /// Lines so far (a mark for [`Cluster::wait_log`]).
+    pub fn mark(&self) -> usize {
+        self.lines.lock().map(|l| l.len()).unwrap_or(0)
     }
 
-    /// Starts it again on the same port (empty: no persistence).
-    pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "redis is running");
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (apt-get install -y redis-server)");
-        self.child = Some(child);
-        wait_for_port(self.port);
+    /// True if a line after `since` contains `what`.
+    pub fn contains_since(&self, what: &str, since: usize) -> bool {
+        self.lines
+            .lock()
+            .is_ok_and(|l| l.iter().skip(since).any(|x| x.contains(what)))
     }
 
-    /// Kills it (SIGKILL) and waits for it to be gone.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// `redis://` URL.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Waits until something accepts TCP connections on `port`.
-pub fn wait_for_port(port: u16) {
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < WAIT, "nothing listening on {port}");
-        std::thread::sleep(Duration::from_millis(10));
+    fn tail(&self, n: usize) -> String {
+        let l = self.lines.lock().unwrap();
+        l[l.len().saturating_sub(n)..].join("\n")
     }
 }
 
@@ -91,7 +58,8 @@ pub struct Node {
     pub grpc: u16,
     pub http: u16,
     pub config: PathBuf,
-    log: PathBuf,
+    log_file: PathBuf,
+    pub log: Arc<Log>,
 }
 
 impl Node {
@@ -104,8 +72,10 @@ impl Node {
 /// A cluster: Redis, session nodes and cms.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
-    pub redis: Redis,
+    pub redis: RedisServer,
     pub nodes: Vec<Node>,
+    /// Bumped at every log line of every node.
+    lines: watch::Sender<u64>,
     bin: PathBuf,
     /// Extra TOML appended to every node's `[cluster]` section.
     extra: String,
@@ -124,11 +94,12 @@ impl Cluster {
         redis_extra: &str,
     ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let redis = Redis::start(dir.path());
+        let redis = RedisServer::start();
         let mut c = Cluster {
             dir,
             redis,
             nodes: Vec::new(),
+            lines: watch::Sender::new(0),
             bin: bin.to_owned(),
             extra: format!("{extra}\n[cluster.redis]\n{redis_extra}\n"),
         };
@@ -176,30 +147,77 @@ impl Cluster {
             grpc,
             http,
             config,
-            log: self.dir.path().join(format!("{name}.log")),
+            log_file: self.dir.path().join(format!("{name}.log")),
+            log: Arc::default(),
         };
         self.spawn(&mut node);
         self.nodes.push(node);
     }
 
     fn spawn(&self, node: &mut Node) {
-        let log = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&node.log)
+            .open(&node.log_file)
             .unwrap();
-        let child = Command::new(&self.bin)
+        let mut child = Command::new(&self.bin)
             .arg("--config")
             .arg(&node.config)
             .args(["serve", "--role", node.role])
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        // A thread copies the log to the file and to `node.log`, and says
+        // when the HTTP listener (started last) is up.
+        let stderr = child.stderr.take().unwrap();
+        let (log, lines) = (node.log.clone(), self.lines.clone());
+        let (ready, up) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = writeln!(file, "{line}");
+                if line.contains("listening role=\"http\"") {
+                    let _ = ready.send(());
+                }
+                if let Ok(mut l) = log.lines.lock() {
+                    l.push(line);
+                }
+                lines.send_modify(|n| *n += 1);
+            }
+        });
         node.child = Some(child);
-        // Its HTTP listener comes up last: the node is running.
-        wait_for_port(node.http);
+        assert!(
+            up.recv_timeout(WAIT).is_ok(),
+            "{} did not start:\n{}",
+            node.name,
+            node.log.tail(20)
+        );
+    }
+
+    /// Waits until node `name` logs a line containing `what` after `mark`
+    /// (from [`Log::mark`]); fails the test after [`WAIT`].
+    pub async fn wait_log(&self, name: &str, what: &str, mark: usize) {
+        let log = self.node(name).log.clone();
+        let mut lines = self.lines.subscribe();
+        let found = tokio::time::timeout(WAIT, async {
+            loop {
+                lines.borrow_and_update();
+                if log.contains_since(what, mark) {
+                    return;
+                }
+                if lines.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(
+            found.is_ok() && log.contains_since(what, mark),
+            "{name} never logged {what:?}:\n{}",
+            log.tail(20)
+        );
     }
 
     /// The node called `name`.
@@ -267,42 +285,46 @@ impl Cluster {
     }
 
     /// Waits until the running session nodes own every shard between them
-    /// and each owns some: they all see the same membership.
+    /// and each owns some: they all see the same membership. Checked again
+    /// whenever a node logs something (shard moves are logged).
     pub async fn wait_settled(&self) {
-        let running = self
+        let mut lines = self.lines.subscribe();
+        let settled = tokio::time::timeout(WAIT, async {
+            loop {
+                lines.borrow_and_update();
+                if self.settled().await {
+                    return;
+                }
+                // Session nodes log every shard move once their metrics
+                // show it.
+                if lines.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(settled.is_ok(), "shards not settled\n{}", self.logs());
+    }
+
+    async fn settled(&self) -> bool {
+        let mut owned = Vec::new();
+        for n in self
             .nodes
             .iter()
             .filter(|n| n.role == "session" && n.is_running())
-            .count();
-        let start = Instant::now();
-        loop {
-            let mut owned = Vec::new();
-            for n in self
-                .nodes
-                .iter()
-                .filter(|n| n.role == "session" && n.is_running())
-            {
-                owned.push(metric(n.http, "rookery_shards_owned").await.unwrap_or(0.0));
-            }
-            if owned.len() == running
-                && owned.iter().all(|o| *o > 0.0)
-                && owned.iter().sum::<f64>() == f64::from(rookery_cluster::DEFAULT_SHARDS)
-            {
-                return;
-            }
-            assert!(start.elapsed() < WAIT, "shards not settled: {owned:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        {
+            owned.push(metric(n.http, "rookery_shards_owned").await.unwrap_or(0.0));
         }
+        !owned.is_empty()
+            && owned.iter().all(|o| *o > 0.0)
+            && owned.iter().sum::<f64>() == f64::from(rookery_cluster::DEFAULT_SHARDS)
     }
 
     /// The last lines of every node's log (for failure messages).
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for n in &self.nodes {
-            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(40)..];
-            out.push_str(&format!("--- {} ---\n{}\n", n.name, tail.join("\n")));
+            out.push_str(&format!("--- {} ---\n{}\n", n.name, n.log.tail(40)));
         }
         out
     }

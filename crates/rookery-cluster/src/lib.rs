@@ -37,3 +37,6 @@ pub use view::View;
 /// The `redis` crate this one is built on, re-exported so that users of [`Redis::query`]
 /// and [`Redis::invoke`] build commands with the same version.
 pub use redis;
+
+#[cfg(feature = "test-util")]
+pub mod testing;

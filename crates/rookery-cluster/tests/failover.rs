@@ -11,9 +11,15 @@ use rookery_cluster::{ClusterError, DEFAULT_SHARDS, Membership, Role, RouteEntry
 #[tokio::test]
 async fn redis_down_fails_fast_fences_and_recovers() {
     let mut r = RedisServer::start();
-    let a = Membership::join(&r.config(), "s-a", &[Role::Session], "a:1", DEFAULT_SHARDS)
-        .await
-        .unwrap();
+    let a = Membership::join(
+        &common::config(&r),
+        "s-a",
+        &[Role::Session],
+        "a:1",
+        DEFAULT_SHARDS,
+    )
+    .await
+    .unwrap();
     let routes = Routes::new(&a);
     let epoch = a.me().epoch;
     assert!(!a.fenced());
@@ -43,9 +49,15 @@ async fn redis_down_fails_fast_fences_and_recovers() {
     r.restart();
     // A node joining at once (possibly before a's next heartbeat) still gets a higher
     // epoch: the lost counter is reseeded from the server clock.
-    let b = Membership::join(&r.config(), "s-b", &[Role::Session], "b:1", DEFAULT_SHARDS)
-        .await
-        .unwrap();
+    let b = Membership::join(
+        &common::config(&r),
+        "s-b",
+        &[Role::Session],
+        "b:1",
+        DEFAULT_SHARDS,
+    )
+    .await
+    .unwrap();
     assert!(
         b.me().epoch > epoch,
         "epoch went backwards: {} <= {epoch}",
@@ -95,7 +107,7 @@ async fn redis_down_fails_fast_fences_and_recovers() {
 #[tokio::test]
 async fn join_fails_fast_without_redis() {
     let mut r = RedisServer::start();
-    let cfg = r.config();
+    let cfg = common::config(&r);
     r.kill();
     let t0 = Instant::now();
     let e = Membership::join(&cfg, "s-a", &[Role::Session], "a:1", DEFAULT_SHARDS)

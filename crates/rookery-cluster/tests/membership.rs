@@ -20,7 +20,7 @@ fn nodes(v: &View) -> Vec<(String, u64)> {
 
 async fn join(r: &RedisServer, node: &str, roles: &[Role]) -> Arc<Membership> {
     Membership::join(
-        &r.config(),
+        &common::config(r),
         node,
         roles,
         &format!("{node}:7000"),
@@ -175,7 +175,7 @@ async fn rejoin_takes_a_higher_epoch_and_fences_the_old_incarnation() {
 async fn shard_count_mismatch_is_refused() {
     let r = RedisServer::start();
     let _a = join(&r, "s-a", &[Role::Session]).await;
-    let err = Membership::join(&r.config(), "s-b", &[Role::Session], "b:1", 512)
+    let err = Membership::join(&common::config(&r), "s-b", &[Role::Session], "b:1", 512)
         .await
         .unwrap_err();
     match err {
@@ -183,7 +183,7 @@ async fn shard_count_mismatch_is_refused() {
         e => panic!("expected Config, got {e:?}"),
     }
     // Another prefix is another cluster, with its own shard count.
-    let mut cfg = r.config();
+    let mut cfg = common::config(&r);
     cfg.prefix = "other".into();
     let b = Membership::join(&cfg, "s-b", &[Role::Session], "b:1", 512)
         .await
@@ -196,18 +196,18 @@ async fn shard_count_mismatch_is_refused() {
 async fn invalid_input_is_a_config_error() {
     let r = RedisServer::start();
     for node in ["", "a b", "x{y}"] {
-        let e = Membership::join(&r.config(), node, &[], "x:1", 16)
+        let e = Membership::join(&common::config(&r), node, &[], "x:1", 16)
             .await
             .unwrap_err();
         assert!(matches!(e, ClusterError::Config(_)), "{node:?}: {e:?}");
     }
-    let mut cfg = r.config();
+    let mut cfg = common::config(&r);
     cfg.ttl_ms = cfg.heartbeat_ms;
     let e = Membership::join(&cfg, "n", &[], "x:1", 16)
         .await
         .unwrap_err();
     assert!(matches!(e, ClusterError::Config(_)));
-    let e = Membership::join(&r.config(), "n", &[], "x:1", 0)
+    let e = Membership::join(&common::config(&r), "n", &[], "x:1", 0)
         .await
         .unwrap_err();
     assert!(matches!(e, ClusterError::Config(_)));

@@ -11,7 +11,7 @@ use rookery_cluster::{ClusterError, DEFAULT_SHARDS, Membership, Role, RouteEntry
 #[tokio::test]
 async fn membership_and_routes_on_a_redis_cluster() {
     let cluster = RedisCluster::start();
-    let cfg = cluster.config();
+    let cfg = common::cluster_config(&cluster);
     let a = Membership::join(&cfg, "s-a", &[Role::Session], "a:1", DEFAULT_SHARDS)
         .await
         .unwrap();

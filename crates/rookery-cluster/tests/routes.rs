@@ -10,9 +10,15 @@ use common::{RedisServer, TTL_MS, eventually};
 use rookery_cluster::{ClusterError, DEFAULT_SHARDS, Membership, Role, RouteEntry, Routes};
 
 async fn session(r: &RedisServer, node: &str) -> Arc<Membership> {
-    Membership::join(&r.config(), node, &[Role::Session], "x:1", DEFAULT_SHARDS)
-        .await
-        .unwrap()
+    Membership::join(
+        &common::config(r),
+        node,
+        &[Role::Session],
+        "x:1",
+        DEFAULT_SHARDS,
+    )
+    .await
+    .unwrap()
 }
 
 fn entry(

@@ -197,8 +197,8 @@ impl SessionNode {
                     self.sessions.forget(&bare);
                 }
             }
-            info!(moved_away = lost.len(), "shards handed over");
         }
+        let mut restored = 0;
         if !gained.is_empty() {
             self.flush_routes().await;
             let mut tasks = tokio::task::JoinSet::new();
@@ -216,15 +216,9 @@ impl SessionNode {
                     restored
                 });
             }
-            let mut restored = 0;
             while let Some(r) = tasks.join_next().await {
                 restored += r.unwrap_or(0);
             }
-            info!(
-                taken_over = gained.len(),
-                sessions = restored,
-                "shards rebuilt"
-            );
         }
         self.metrics
             .shard_handovers
@@ -232,6 +226,17 @@ impl SessionNode {
         self.metrics
             .shards_owned
             .set(self.ready.read().map(|r| r.len()).unwrap_or(0) as i64);
+        // Logged once the metrics show it.
+        if !lost.is_empty() {
+            info!(moved_away = lost.len(), "shards handed over");
+        }
+        if !gained.is_empty() {
+            info!(
+                taken_over = gained.len(),
+                sessions = restored,
+                "shards rebuilt"
+            );
+        }
     }
 
     /// After Redis lost its data (restarted empty), claims the shards this

@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use rookery_cluster::{Member, Role, rendezvous, shard_of};
 use rookery_e2e::RawClient;
@@ -164,9 +163,15 @@ async fn redis_restart_errors_then_recovers() {
     .await;
     assert_eq!(cb.next_message().await.attr("id"), Some("before"));
 
+    let marks: Vec<usize> = ["session1", "session2"]
+        .iter()
+        .map(|n| c.node(n).log.mark())
+        .collect();
     c.redis.kill();
-    // Past the lease (ttl 1000 ms): the session nodes stop acting as owners.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Past the lease (ttl 1000 ms) the session nodes stop acting as owners.
+    for (n, m) in ["session1", "session2"].iter().zip(&marks) {
+        c.wait_log(n, "fenced", *m).await;
+    }
     ca.send(&format!(
         "<message to='{b}@localhost/r' id='during'><body>2</body></message>"
     ))
@@ -176,63 +181,40 @@ async fn redis_restart_errors_then_recovers() {
     assert_eq!(e.attr("type"), Some("error"), "{e}");
     assert!(e.to_string().contains("resource-constraint"), "{e}");
 
+    // Redis comes back empty: each session node registers again, finds its
+    // shard claims gone, claims them again and writes its routes back
+    // (decision 0010, "Handover").
+    let marks: Vec<usize> = ["session1", "session2"]
+        .iter()
+        .map(|n| c.node(n).log.mark())
+        .collect();
     c.redis.restart();
+    for (n, m) in ["session1", "session2"].iter().zip(&marks) {
+        c.wait_log(n, "claims and routes written again", *m).await;
+    }
     c.wait_settled().await;
     // The same streams carry messages again.
-    let start = std::time::Instant::now();
-    loop {
-        ca.send(&format!(
-            "<message to='{b}@localhost/r' id='after'><body>3</body></message>"
-        ))
-        .await;
-        let m = tokio::time::timeout(Duration::from_secs(3), cb.next_message()).await;
-        if let Ok(m) = m {
-            assert_eq!(m.attr("id"), Some("after"));
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "no delivery after Redis came back\n{}",
-            c.logs()
-        );
-    }
-    // The session nodes write their claims and routes back (decision
-    // 0011's key layout): once a's route is in Redis again, the death of
-    // its owner does not lose a's session.
+    ca.send(&format!(
+        "<message to='{b}@localhost/r' id='after'><body>3</body></message>"
+    ))
+    .await;
+    assert_eq!(cb.next_message().await.attr("id"), Some("after"));
+    // a's route is in Redis again, so the death of its owner does not lose
+    // a's session.
     let shard = shard_of(&format!("{a}@localhost"), rookery_cluster::DEFAULT_SHARDS);
     let key = format!("{{rookery:s{shard}}}:r:{a}@localhost");
-    let start = std::time::Instant::now();
-    loop {
-        let out = Command::new("redis-cli")
-            .args(["-p", &c.redis.port.to_string(), "HEXISTS", &key, "r"])
-            .output()
-            .unwrap();
-        if String::from_utf8_lossy(&out.stdout).trim() == "1" {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{key} not written again"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let out = Command::new("redis-cli")
+        .args(["-p", &c.redis.port().to_string(), "HEXISTS", &key, "r"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "{key}");
     c.kill("session1");
     cb.send(&format!(
         "<message to='{a}@localhost/r' id='rebuilt'><body>4</body></message>"
     ))
     .await;
-    let m = cb_or_ca_message(&mut ca).await;
+    let m = ca.next_message().await;
     assert_eq!(m.attr("id"), Some("rebuilt"), "{m}");
-}
-
-/// The next message (ignoring the retried 'after' messages' extra copies).
-async fn cb_or_ca_message(c: &mut RawClient) -> rookery_xml::Element {
-    loop {
-        let m = c.next_message().await;
-        if m.attr("id") != Some("after") {
-            return m;
-        }
-    }
 }
 
 /// A gRPC peer that misbehaves: malformed envelopes get InvalidArgument, a
@@ -257,7 +239,7 @@ async fn bad_envelopes_and_stale_epochs_are_refused() {
         let out = Command::new("redis-cli")
             .args([
                 "-p",
-                &c.redis.port.to_string(),
+                &c.redis.port().to_string(),
                 "GET",
                 &format!("{{rookery}}:member:{node}"),
             ])
@@ -529,6 +511,7 @@ async fn kill_a_cm_and_resume_on_another() {
     let _ = ca
         .iq("<iq type='get' id='sync'><ping xmlns='urn:xmpp:ping'/></iq>")
         .await;
+    let mark = c.node("session1").log.mark();
     c.kill("cm1");
     for i in 5..10 {
         cb.send(&format!(
@@ -536,29 +519,20 @@ async fn kill_a_cm_and_resume_on_another() {
         ))
         .await;
     }
-    // Resume on cm2 once the session node noticed (lease 1 s).
-    let start = std::time::Instant::now();
-    let mut r = loop {
-        let mut r = RawClient::connect(c.cm_addr("cm2")).await;
-        r.open("localhost").await;
-        r.starttls("localhost").await;
-        r.auth_scram("SCRAM-SHA-256", &a, "pw").await.unwrap();
-        r.open("localhost").await;
-        r.send(&format!(
-            "<resume xmlns='urn:xmpp:sm:3' previd='{previd}' h='2'/>"
-        ))
-        .await;
-        let answer = r.next().await;
-        if answer.is("resumed", SM) {
-            break r;
-        }
-        assert!(answer.is("failed", SM), "{answer}");
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "no resumption: {answer}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    // Once the owner saw the cm go (its lease, 1 s), the session waits,
+    // detached, and the client resumes on cm2.
+    c.wait_log("session1", "its cm is gone", mark).await;
+    let mut r = RawClient::connect(c.cm_addr("cm2")).await;
+    r.open("localhost").await;
+    r.starttls("localhost").await;
+    r.auth_scram("SCRAM-SHA-256", &a, "pw").await.unwrap();
+    r.open("localhost").await;
+    r.send(&format!(
+        "<resume xmlns='urn:xmpp:sm:3' previd='{previd}' h='2'/>"
+    ))
+    .await;
+    let answer = r.next().await;
+    assert!(answer.is("resumed", SM), "{answer}");
     // m2..m9: the three never acknowledged, then the five sent meanwhile.
     for i in 2..10 {
         let m = r.next_message().await;
@@ -586,37 +560,44 @@ async fn a_session_node_joins_mid_traffic() {
     c.add_user(&b, "pw").await;
     let mut ca = login(&c, "cm1", &a, "r").await;
     let mut cb = login(&c, "cm2", &b, "r").await;
-    let (mut to_a, mut to_b) = (Vec::new(), Vec::new());
-    for i in 0..100 {
+    // One message each way at a time, each awaited at its recipient (a
+    // bounce arrives instead and fails the test); session2 joins after 50
+    // rounds, and 20 rounds go on after the handover was logged on both
+    // sides.
+    let mut marks = None;
+    let mut last = None;
+    for i in 0.. {
         if i == 50 {
+            marks = Some(c.node("session1").log.mark());
             c.add_node("session2", "session");
         }
-        let (ia, ib) = (format!("to-a-{i}"), format!("to-b-{i}"));
         cb.send(&format!(
-            "<message to='{a}@localhost/r' id='{ia}' type='chat'><body>{i}</body></message>"
+            "<message to='{a}@localhost/r' id='to-a-{i}' type='chat'><body>{i}</body></message>"
         ))
         .await;
         ca.send(&format!(
-            "<message to='{b}@localhost/r' id='{ib}' type='chat'><body>{i}</body></message>"
+            "<message to='{b}@localhost/r' id='to-b-{i}' type='chat'><body>{i}</body></message>"
         ))
         .await;
-        to_a.push(ia);
-        to_b.push(ib);
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let m = ca.next_message().await;
+        assert_eq!(m.attr("id"), Some(format!("to-a-{i}").as_str()), "{m}");
+        let m = cb.next_message().await;
+        assert_eq!(m.attr("id"), Some(format!("to-b-{i}").as_str()), "{m}");
+        if last.is_none()
+            && let Some(mark) = marks
+            && c.node("session1")
+                .log
+                .contains_since("shards handed over", mark)
+            && c.node("session2").log.contains_since("shards rebuilt", 0)
+        {
+            last = Some(i + 20);
+        }
+        if last == Some(i) {
+            break;
+        }
+        assert!(i < 20_000, "no handover logged\n{}", c.logs());
     }
     c.wait_settled().await;
-    cb.send(&format!(
-        "<message to='{a}@localhost/r' id='end-b'><body>end</body></message>"
-    ))
-    .await;
-    ca.send(&format!(
-        "<message to='{b}@localhost/r' id='end-a'><body>end</body></message>"
-    ))
-    .await;
-    let (got_a, bounced_a) = drain(&mut ca, "end-b").await;
-    let (got_b, bounced_b) = drain(&mut cb, "end-a").await;
-    assert_eq!(got_a, to_a, "bounced: {bounced_b:?}");
-    assert_eq!(got_b, to_b, "bounced: {bounced_a:?}");
     // a's session is now served by session2.
     let owned = rookery_e2e::cluster::metric(c.node("session2").http, "rookery_shards_owned")
         .await
