@@ -30,7 +30,7 @@ type Links = RwLock<HashMap<u64, (Option<Jid>, Arc<dyn ClientLink>)>>;
 #[derive(Debug)]
 pub struct RemoteSessions {
     membership: Arc<Membership>,
-    channels: Channels,
+    channels: Arc<Channels>,
     config: RpcConfig,
     metrics: Arc<Metrics>,
     links: Arc<Links>,
@@ -45,7 +45,7 @@ impl RemoteSessions {
     ) -> Arc<RemoteSessions> {
         Arc::new(RemoteSessions {
             membership,
-            channels: Channels::new(config.timeout),
+            channels: Arc::new(Channels::new(config.timeout)),
             config,
             metrics,
             links: Arc::new(RwLock::new(HashMap::new())),
@@ -268,11 +268,14 @@ impl SessionService for RemoteSessions {
             conn_id,
             xml: stanza.to_xml_string().into_bytes(),
         };
-        let (membership, config, metrics) =
-            (self.membership.clone(), self.config, self.metrics.clone());
+        let (membership, channels, config, metrics) = (
+            self.membership.clone(),
+            self.channels.clone(),
+            self.config,
+            self.metrics.clone(),
+        );
         let bare = jid.to_bare();
         tokio::spawn(async move {
-            let channels = Channels::new(config.timeout);
             let r = call_owner(
                 &membership,
                 &channels,

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use tracing::info;
 
 use crate::config::Config;
-use crate::server::{StoreHandle, bind_all, listen, server_secret, tls_config};
+use crate::server::{StoreHandle, listen, serve_c2s, serve_http, server_secret, tls_config};
 
 /// A running cluster member.
 #[derive(Debug)]
@@ -163,25 +163,9 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
             metrics.clone(),
             shutdown_rx.clone(),
         );
-        for l in bind_all(&config.c2s.listen, "c2s").await? {
-            let addr = l.local_addr()?;
-            info!(role = "c2s", %addr, transport = "starttls", "listening");
-            out.c2s_addrs.push(addr);
-            tasks.spawn(c2s.clone().serve(l, false));
-        }
-        for l in bind_all(&config.c2s.direct_tls_listen, "c2s direct TLS").await? {
-            let addr = l.local_addr()?;
-            info!(role = "c2s", %addr, transport = "directtls", "listening");
-            out.direct_tls_addrs.push(addr);
-            tasks.spawn(c2s.clone().serve(l, true));
-        }
+        (out.c2s_addrs, out.direct_tls_addrs) = serve_c2s(&c2s, &config, &mut tasks).await?;
     }
-    for l in bind_all(&config.http.listen, "http").await? {
-        let addr = l.local_addr()?;
-        info!(role = "http", %addr, "listening");
-        out.http_addrs.push(addr);
-        tasks.spawn(crate::http::serve(l, metrics.clone(), shutdown_rx.clone()));
-    }
+    out.http_addrs = serve_http(&config, &metrics, &shutdown_rx, &mut tasks).await?;
     out.tasks = tasks;
     Ok(out)
 }

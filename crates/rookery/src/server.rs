@@ -216,6 +216,48 @@ pub(crate) fn tls_config(config: &Config) -> anyhow::Result<Arc<rustls::ServerCo
     server_config(&cert).context("TLS certificate")
 }
 
+/// Binds the client listeners (STARTTLS, direct TLS) and serves them on
+/// `tasks`; returns their addresses.
+pub(crate) async fn serve_c2s(
+    c2s: &Arc<C2s>,
+    config: &Config,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<(Vec<SocketAddr>, Vec<SocketAddr>)> {
+    let mut starttls = Vec::new();
+    for l in bind_all(&config.c2s.listen, "c2s").await? {
+        let addr = l.local_addr()?;
+        info!(role = "c2s", %addr, transport = "starttls", "listening");
+        starttls.push(addr);
+        tasks.spawn(c2s.clone().serve(l, false));
+    }
+    let mut direct = Vec::new();
+    for l in bind_all(&config.c2s.direct_tls_listen, "c2s direct TLS").await? {
+        let addr = l.local_addr()?;
+        info!(role = "c2s", %addr, transport = "directtls", "listening");
+        direct.push(addr);
+        tasks.spawn(c2s.clone().serve(l, true));
+    }
+    Ok((starttls, direct))
+}
+
+/// Binds the operations endpoints and serves them on `tasks`; returns
+/// their addresses. Started last: its "listening" line says the process is up.
+pub(crate) async fn serve_http(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<Vec<SocketAddr>> {
+    let mut out = Vec::new();
+    for l in bind_all(&config.http.listen, "http").await? {
+        let addr = l.local_addr()?;
+        info!(role = "http", %addr, "listening");
+        out.push(addr);
+        tasks.spawn(crate::http::serve(l, metrics.clone(), shutdown.clone()));
+    }
+    Ok(out)
+}
+
 /// Starts every role of a single-node server.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let domain = config.server.domain.clone();
@@ -265,24 +307,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tasks: JoinSet::new(),
         store,
     };
-    for l in bind_all(&config.c2s.listen, "c2s").await? {
-        let addr = l.local_addr()?;
-        info!(role = "c2s", %addr, transport = "starttls", "listening");
-        running.c2s_addrs.push(addr);
-        tasks.spawn(c2s.clone().serve(l, false));
-    }
-    for l in bind_all(&config.c2s.direct_tls_listen, "c2s direct TLS").await? {
-        let addr = l.local_addr()?;
-        info!(role = "c2s", %addr, transport = "directtls", "listening");
-        running.direct_tls_addrs.push(addr);
-        tasks.spawn(c2s.clone().serve(l, true));
-    }
-    for l in bind_all(&config.http.listen, "http").await? {
-        let addr = l.local_addr()?;
-        info!(role = "http", %addr, "listening");
-        running.http_addrs.push(addr);
-        tasks.spawn(crate::http::serve(l, metrics.clone(), shutdown_rx.clone()));
-    }
+    (running.c2s_addrs, running.direct_tls_addrs) = serve_c2s(&c2s, &config, &mut tasks).await?;
+    running.http_addrs = serve_http(&config, &metrics, &shutdown_rx, &mut tasks).await?;
     info!(domain = %domain, data_dir = %data_dir.display(), store = ?config.store.backend, "rookery started");
     running.tasks = tasks;
     Ok(running)
