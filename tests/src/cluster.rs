@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub use rookery_cluster::testing::RedisServer;
 use tokio::sync::watch;
@@ -239,6 +240,43 @@ impl Cluster {
         }
     }
 
+    /// Sends SIGTERM to node `name` and waits for it to exit (failing the
+    /// test after `within`); returns its exit status.
+    pub async fn terminate(&mut self, name: &str, within: Duration) -> std::process::ExitStatus {
+        self.sigterm(name);
+        self.wait_exit(name, within).await
+    }
+
+    /// Sends SIGTERM to node `name`.
+    pub fn sigterm(&self, name: &str) {
+        let n = self.node(name);
+        let pid = n.child.as_ref().expect("node not running").id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// Waits for node `name` to exit (failing the test after `within`,
+    /// when it is killed); returns its exit status.
+    pub async fn wait_exit(&mut self, name: &str, within: Duration) -> std::process::ExitStatus {
+        let n = self.nodes.iter_mut().find(|n| n.name == name).unwrap();
+        let mut child = n.child.take().expect("node not running");
+        let pid = child.id().to_string();
+        let waited =
+            tokio::time::timeout(within, tokio::task::spawn_blocking(move || child.wait())).await;
+        match waited {
+            Ok(status) => status.unwrap().unwrap(),
+            Err(_) => {
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                panic!("{name} did not exit within {within:?}:\n{}", n.log.tail(30));
+            }
+        }
+    }
+
     /// Starts node `name` again (after [`Cluster::kill`]).
     pub fn restart(&mut self, name: &str) {
         let i = self.nodes.iter().position(|n| n.name == name).unwrap();
@@ -382,4 +420,18 @@ pub async fn metric(http: u16, name: &str) -> Option<f64> {
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// The status line of `GET path` on a node's HTTP port, if it answers.
+pub async fn http_status(http: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", http))
+        .await
+        .ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.ok()?;
+    body.lines().next().map(str::to_owned)
 }

@@ -180,9 +180,14 @@ pub struct RawClient {
 impl RawClient {
     /// Plain TCP connection (for STARTTLS).
     pub async fn connect(addr: SocketAddr) -> RawClient {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        tcp.set_nodelay(true).unwrap();
-        RawClient {
+        RawClient::try_connect(addr).await.unwrap()
+    }
+
+    /// Plain TCP connection, or the error (a server that is not up).
+    pub async fn try_connect(addr: SocketAddr) -> std::io::Result<RawClient> {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        Ok(RawClient {
             io: Io::Plain(tcp),
             parser: Parser::new(Limits {
                 max_stanza_bytes: 4 << 20,
@@ -190,7 +195,7 @@ impl RawClient {
             }),
             exporter: None,
             features: None,
-        }
+        })
     }
 
     /// Direct TLS (XEP-0368) with ALPN `xmpp-client`.

@@ -100,6 +100,27 @@ impl Routes {
         }
     }
 
+    /// Gives up `shard` after a graceful handover: deletes its claim if it is still
+    /// `(node, epoch)`'s, so that the next owner claims it without waiting. Later route
+    /// writes by `(node, epoch)` for that shard fail with [`ClusterError::Fenced`].
+    /// Returns whether the claim was released (`false`: someone else holds it).
+    pub async fn release_shard(
+        &self,
+        shard: u16,
+        node: &str,
+        epoch: u64,
+    ) -> Result<bool, ClusterError> {
+        let ok: i64 = self
+            .redis
+            .invoke(
+                scripts::RELEASE
+                    .key(self.keys.claim(shard))
+                    .arg(keys::claim_value(node, epoch)),
+            )
+            .await?;
+        Ok(ok == 1)
+    }
+
     /// The current claimant `(node, epoch)` of `shard`, if any.
     pub async fn claimant(&self, shard: u16) -> Result<Option<(String, u64)>, ClusterError> {
         let v: Option<String> = self

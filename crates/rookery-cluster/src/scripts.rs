@@ -109,6 +109,20 @@ return 1
     )
 });
 
+/// Release a shard claim if it is still `ARGV[1]` (`"<epoch> <node>"`). KEYS: claim.
+/// Returns 1 if it was released.
+pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"#,
+    )
+});
+
 /// Put a route. KEYS: claim, users, r:<bare>, c:<bare>.
 /// ARGV: claim value, bare, resource, entry JSON, conn tag.
 /// Returns `{0, ''}` when the claim is not ARGV[1] (fenced), else `{1, previous conn tag

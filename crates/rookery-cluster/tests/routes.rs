@@ -351,3 +351,45 @@ fn futures_are_send() {
         send(r.purge_cm("n", 1));
     }
 }
+
+/// A graceful handover: the owner releases its claim (only its own), after
+/// which its writes for the shard are fenced and the next owner claims it.
+#[tokio::test]
+async fn release_gives_up_only_ones_own_claim() {
+    let r = RedisServer::start();
+    let a = session(&r, "s-a").await;
+    let b = session(&r, "s-b").await;
+    let (ra, rb) = (Routes::new(&a), Routes::new(&b));
+    let (ma, mb) = (a.me().clone(), b.me().clone());
+    let shard = ra.shard_of("alice@example.org");
+    ra.claim_shard(shard, &ma.node, ma.epoch).await.unwrap();
+    ra.put("alice@example.org/r", &entry(&a, "cm-1", 1, 1, None))
+        .await
+        .unwrap();
+    // Someone else's release changes nothing.
+    assert!(!rb.release_shard(shard, &mb.node, mb.epoch).await.unwrap());
+    assert!(
+        !ra.release_shard(shard, &ma.node, ma.epoch + 1)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        ra.claimant(shard).await.unwrap(),
+        Some((ma.node.clone(), ma.epoch))
+    );
+    // Released: no claimant, the old owner's writes are refused, the
+    // routes stay for the next owner.
+    assert!(ra.release_shard(shard, &ma.node, ma.epoch).await.unwrap());
+    assert_eq!(ra.claimant(shard).await.unwrap(), None);
+    let e = ra
+        .put("alice@example.org/r", &entry(&a, "cm-1", 1, 2, None))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClusterError::Fenced), "{e:?}");
+    rb.claim_shard(shard, &mb.node, mb.epoch).await.unwrap();
+    let got = rb.resources("alice@example.org").await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1.conn_id, 1);
+    // Releasing again is a no-op.
+    assert!(!ra.release_shard(shard, &ma.node, ma.epoch).await.unwrap());
+}

@@ -57,6 +57,17 @@ struct Sm {
     unrequested: u32,
 }
 
+/// How long a draining cm waits for the `<a/>` it asked for.
+const ACK_WAIT: Duration = Duration::from_secs(2);
+
+/// The stream error for a client that cannot resume elsewhere.
+fn moved_away(plan: Option<&crate::DrainPlan>) -> StreamError {
+    match plan.and_then(|p| p.see_other_host.clone()) {
+        Some(host) => StreamError::see_other_host(host),
+        None => StreamError::new("system-shutdown"),
+    }
+}
+
 /// Why a connection ends.
 #[derive(Debug)]
 enum End {
@@ -136,6 +147,11 @@ struct Conn {
     registered: bool,
     ping_pending: Option<String>,
     sm: Sm,
+    /// The stream ends because the cm drains: a resumable session stays,
+    /// detached, for the client to resume elsewhere.
+    draining: bool,
+    /// `<a/>` elements received from the client.
+    acks_in: u64,
     /// Stanzas from the session side, once bound.
     rx: Option<mpsc::Receiver<Arc<Element>>>,
     /// XEP-0352: the client said it is inactive.
@@ -167,6 +183,8 @@ pub(crate) async fn run(c2s: Arc<C2s>, tcp: TcpStream, peer: SocketAddr, direct_
         registered: false,
         ping_pending: None,
         sm: Sm::default(),
+        draining: false,
+        acks_in: 0,
         rx: None,
         inactive: false,
         held: Default::default(),
@@ -175,9 +193,12 @@ pub(crate) async fn run(c2s: Arc<C2s>, tcp: TcpStream, peer: SocketAddr, direct_
     if let Some(jid) = conn.jid.take() {
         // XEP-0198 §5: a resumable session that did not close cleanly
         // waits for the client to resume it.
+        // A shutdown ends it too, unless the cm only drains (the session
+        // side lives on, docs/decisions/0015-draining.md).
         let detach = conn.sm.resumable
             && !matches!(&end, End::Closed)
-            && !matches!(&end, End::Stream(e) if e.condition == "system-shutdown");
+            && (conn.draining
+                || !matches!(&end, End::Stream(e) if e.condition == "system-shutdown"));
         if detach {
             conn.c2s
                 .sessions
@@ -214,12 +235,17 @@ impl Conn {
             self.socket = Some(Socket::Plain(tcp));
         }
         let mut shutdown = self.c2s.shutdown.clone();
+        let mut drain = self.c2s.drain.subscribe();
         let negotiated = tokio::select! {
             r = timeout_at(deadline, Box::pin(self.negotiate())) => match r {
                 Ok(r) => r,
                 Err(_) => Err(stream_err("connection-timeout", "stream negotiation took too long")),
             },
             _ = shutdown.changed() => Err(End::Stream(StreamError::new("system-shutdown"))),
+            // Nothing to keep yet: it goes at once.
+            Ok(plan) = drain.wait_for(|p| p.is_some()) => {
+                Err(End::Stream(moved_away(plan.as_ref())))
+            }
         };
         let (rx, close_rx) = match negotiated {
             Ok(channels) => channels,
@@ -824,6 +850,7 @@ impl Conn {
                 Ok(())
             }
             "a" if self.sm.enabled => {
+                self.acks_in += 1;
                 let Some(h) = el.attr("h").and_then(|h| h.parse::<u32>().ok()) else {
                     return Err(stream_err("bad-format", "<a/> needs a numeric h"));
                 };
@@ -847,6 +874,50 @@ impl Conn {
                 Ok(())
             }
         }
+    }
+
+    /// The cm drains and this stream's moment came: writes what is queued;
+    /// with resumable stream management, asks for an acknowledgement and
+    /// waits a moment for it (so that the resumption replays little), then
+    /// ends the stream, leaving the session detached for the client to
+    /// resume on another cm. Returns how the stream ends.
+    async fn move_away(&mut self) -> End {
+        self.drain_rx();
+        if !(self.sm.enabled && self.sm.resumable) {
+            let plan = self.c2s.drain.borrow().clone();
+            return End::Stream(moved_away(plan.as_ref()));
+        }
+        self.request_ack();
+        if let Err(e) = self.flush().await {
+            return e;
+        }
+        let acks = self.acks_in;
+        let until = Instant::now() + ACK_WAIT;
+        while self.acks_in == acks {
+            tokio::select! {
+                r = read_into(&mut self.socket, &mut self.parser) => {
+                    if let Err(e) = r {
+                        return e;
+                    }
+                    if let Err(e) = self.drain_input().await {
+                        return e;
+                    }
+                }
+                Some(el) = recv_opt(&mut self.rx) => {
+                    self.outbound(el);
+                    if let Err(e) = self.flush().await {
+                        return e;
+                    }
+                }
+                _ = sleep_until(until) => break,
+            }
+        }
+        self.drain_rx();
+        self.draining = true;
+        End::Stream(
+            StreamError::new("system-shutdown")
+                .with_text("this server is restarting; resume the session (XEP-0198) to continue"),
+        )
     }
 
     /// XEP-0198 §4: asks the client for an acknowledgement.
@@ -895,6 +966,12 @@ impl Conn {
         let interval = Duration::from_secs(self.c2s.config.ping_interval_secs.max(1));
         let ping_timeout = Duration::from_secs(self.c2s.config.ping_timeout_secs.max(1));
         let mut deadline = Instant::now() + interval;
+        let mut drain = self.c2s.drain.subscribe();
+        // When this stream goes, once the cm drains.
+        let mut leave_at: Option<Instant> = drain
+            .borrow_and_update()
+            .as_ref()
+            .map(|p| Instant::now() + p.offset(self.id));
         // Anything the client pipelined behind the bind request.
         self.drain_input().await?;
         loop {
@@ -903,6 +980,18 @@ impl Conn {
                     // Flush what is queued, then <system-shutdown/>.
                     self.drain_rx();
                     return Err(End::Stream(StreamError::new("system-shutdown")));
+                }
+                r = drain.changed(), if leave_at.is_none() => {
+                    let plan = drain.borrow_and_update().clone();
+                    match (r, plan) {
+                        (Ok(()), Some(p)) => leave_at = Some(Instant::now() + p.offset(self.id)),
+                        // The C2s is gone: so is the drain.
+                        (Err(_), _) => leave_at = Some(Instant::now() + Duration::from_secs(86_400 * 365)),
+                        (Ok(()), None) => {}
+                    }
+                }
+                _ = sleep_until(leave_at.unwrap_or(deadline)), if leave_at.is_some() => {
+                    return Err(self.move_away().await);
                 }
                 changed = close_rx.changed() => {
                     if changed.is_ok()

@@ -162,6 +162,32 @@ pub struct C2s {
     pub(crate) scram_iterations: u32,
     limit: Arc<Semaphore>,
     shutdown: watch::Receiver<bool>,
+    /// Set once, when the cm drains (SIGTERM in a cluster).
+    pub(crate) drain: watch::Sender<Option<DrainPlan>>,
+}
+
+/// How a draining cm moves its clients away (docs/decisions/0015-draining.md).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DrainPlan {
+    /// Connections are closed one by one, spread evenly over this period,
+    /// so that their reconnections do not all land at once.
+    pub over: Duration,
+    /// Sent in `<see-other-host/>` to clients that cannot resume; `None`:
+    /// `<system-shutdown/>`.
+    pub see_other_host: Option<String>,
+}
+
+impl DrainPlan {
+    /// When connection `id` goes, after the start of the drain: a spread
+    /// from a hash of the id, so that neighbouring ids do not go together.
+    pub(crate) fn offset(&self, id: u64) -> Duration {
+        let spread = self.over.as_millis() as u64;
+        if spread == 0 {
+            return Duration::ZERO;
+        }
+        let h = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        Duration::from_millis((h >> 11) % spread)
+    }
 }
 
 impl std::fmt::Debug for C2s {
@@ -203,7 +229,30 @@ impl C2s {
             registrations: Default::default(),
             scram_iterations,
             shutdown,
+            drain: watch::Sender::new(None),
         })
+    }
+
+    /// Starts draining (a cluster member's SIGTERM): the listeners stop
+    /// accepting, connections still negotiating end at once, and every
+    /// established stream is closed at its moment of `plan.over`, after
+    /// what was queued for it is written. A stream with resumable XEP-0198
+    /// is first asked for an acknowledgement, then closed with
+    /// `<system-shutdown/>` while its session stays on the session side,
+    /// detached, for the client to resume on another cm; any other gets
+    /// `<see-other-host/>` (if configured) or `<system-shutdown/>` and its
+    /// session ends. Streams end by themselves as [`C2s::serve`] waits for
+    /// them.
+    pub fn drain(&self, plan: DrainPlan) {
+        info!(over = ?plan.over, "draining client connections");
+        self.drain.send_replace(Some(plan));
+    }
+
+    /// Open client connections.
+    pub fn connections(&self) -> usize {
+        self.config
+            .max_connections
+            .saturating_sub(self.limit.available_permits())
     }
 
     /// Accepts connections on an already-bound listener until shutdown, then
@@ -211,9 +260,10 @@ impl C2s {
     /// `direct_tls` selects XEP-0368 direct TLS instead of STARTTLS.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, direct_tls: bool) {
         let mut shutdown = self.shutdown.clone();
+        let mut drain = self.drain.subscribe();
         let mut tasks = JoinSet::new();
         loop {
-            if *shutdown.borrow() {
+            if *shutdown.borrow() || drain.borrow().is_some() {
                 break;
             }
             let permit = tokio::select! {
@@ -222,10 +272,12 @@ impl C2s {
                     Err(_) => break,
                 },
                 _ = shutdown.changed() => break,
+                _ = drain.changed() => break,
             };
             let accepted = tokio::select! {
                 a = listener.accept() => a,
                 _ = shutdown.changed() => break,
+                _ = drain.changed() => break,
             };
             let (tcp, peer) = match accepted {
                 Ok(a) => a,

@@ -202,6 +202,9 @@ pub struct StreamError {
     pub condition: &'static str,
     /// Optional text.
     pub text: Option<String>,
+    /// Character data of the condition element itself: the host of
+    /// `<see-other-host/>` (§4.9.3.19).
+    pub content: Option<String>,
 }
 
 impl StreamError {
@@ -210,6 +213,16 @@ impl StreamError {
         StreamError {
             condition,
             text: None,
+            content: None,
+        }
+    }
+
+    /// `<see-other-host/>` naming `host` (`host`, `host:port`, or
+    /// `[v6]:port`): the client should reconnect there (§4.9.3.19).
+    pub fn see_other_host(host: impl Into<String>) -> StreamError {
+        StreamError {
+            content: Some(host.into()),
+            ..StreamError::new("see-other-host")
         }
     }
 
@@ -223,7 +236,11 @@ impl StreamError {
     /// The `<stream:error/>` element (RFC 6120 §4.9.2).
     pub fn to_element(&self) -> Element {
         let mut e = Element::new_static("error", ns::STREAMS);
-        e.push_child(Element::new_static(self.condition, ns::STREAM_ERRORS));
+        let mut condition = Element::new_static(self.condition, ns::STREAM_ERRORS);
+        if let Some(c) = &self.content {
+            condition.push_text(c.clone());
+        }
+        e.push_child(condition);
         if let Some(t) = &self.text {
             let mut text = Element::new_static("text", ns::STREAM_ERRORS);
             text.set_attr_ns("lang", ns::XML, "en");
@@ -258,6 +275,16 @@ mod tests {
         assert_eq!(
             String::from_utf8(e.to_element().to_bytes(ns::CLIENT)).unwrap(),
             "<stream:error><not-well-formed xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>"
+        );
+    }
+
+    /// RFC 6120 §4.9.3.19, Example 4.9.3.19-1 (the host as character data).
+    #[test]
+    fn see_other_host_element() {
+        let e = StreamError::see_other_host("[2001:41D0:1:A49b::1]:9222");
+        assert_eq!(
+            String::from_utf8(e.to_element().to_bytes(ns::CLIENT)).unwrap(),
+            "<stream:error><see-other-host xmlns='urn:ietf:params:xml:ns:xmpp-streams'>[2001:41D0:1:A49b::1]:9222</see-other-host></stream:error>"
         );
     }
 }

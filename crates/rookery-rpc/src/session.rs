@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::future::join_all;
 use rookery_cluster::{Member, Membership, RouteEntry, Routes, View, shard_of};
 use rookery_core::metrics::Metrics;
 use rookery_core::roles::SmParams;
@@ -49,6 +50,12 @@ pub struct SessionNode {
     routes: Routes,
     /// Route writes to Redis, in the order of the changes.
     writes: mpsc::UnboundedSender<RouteOp>,
+    /// One per virtual shard: held (read) by every request for an account
+    /// of the shard while it runs; taken (write) when the shard is handed
+    /// over, so that what runs for it finishes first.
+    gates: Box<[tokio::sync::RwLock<()>]>,
+    /// Set when the node drains: every request is refused.
+    draining: std::sync::atomic::AtomicBool,
     me: Weak<SessionNode>,
 }
 
@@ -88,6 +95,9 @@ impl SessionNode {
         metrics: Arc<Metrics>,
     ) -> Arc<SessionNode> {
         let (writes, ops) = mpsc::unbounded_channel();
+        let gates = (0..membership.shards())
+            .map(|_| tokio::sync::RwLock::new(()))
+            .collect();
         let node = Arc::new_cyclic(|me| SessionNode {
             sessions: sessions.clone(),
             routes: Routes::new(&membership),
@@ -99,6 +109,8 @@ impl SessionNode {
             conns: Mutex::new(HashMap::new()),
             ready: RwLock::new(HashSet::new()),
             writes,
+            gates,
+            draining: Default::default(),
             me: me.clone(),
         });
         sessions.set_peers(node.clone());
@@ -188,10 +200,7 @@ impl SessionNode {
         let lost: HashSet<u16> = ready.difference(&mine).copied().collect();
         let gained: Vec<u16> = mine.difference(&ready).copied().collect();
         if !lost.is_empty() {
-            if let Ok(mut r) = self.ready.write() {
-                r.retain(|s| !lost.contains(s));
-            }
-            self.flush_routes().await;
+            self.hand_over(&lost, view.shards).await;
             for bare in self.sessions.bound_accounts() {
                 if lost.contains(&shard_of(bare.as_str(), view.shards)) {
                     self.sessions.forget(&bare);
@@ -237,6 +246,123 @@ impl SessionNode {
                 "shards rebuilt"
             );
         }
+    }
+
+    /// Gives `shards` up gracefully, each on its own so that one waiting
+    /// for its requests does not hold the others: once the requests
+    /// running for the shard's accounts have finished, stops serving it,
+    /// writes its sessions' state to Redis with their XEP-0198 queues (so
+    /// the next owner replays exactly what the clients have not
+    /// acknowledged), and releases the claim, so that the next owner takes
+    /// it at once.
+    async fn hand_over(&self, shards: &HashSet<u16>, total: u16) {
+        let mut accounts: HashMap<u16, Vec<Jid>> = HashMap::new();
+        for bare in self.sessions.bound_accounts() {
+            let shard = shard_of(bare.as_str(), total);
+            if shards.contains(&shard) {
+                accounts.entry(shard).or_default().push(bare);
+            }
+        }
+        let me = self.membership.me().clone();
+        let mut one = |shard: u16| {
+            let accounts = accounts.remove(&shard).unwrap_or_default();
+            let me = &me;
+            async move {
+                // Bounded: a request stuck on a peer must not hold the shard.
+                let gate = self.gates.get(usize::from(shard));
+                let _held = match gate {
+                    Some(g) => tokio::time::timeout(self.config.timeout, g.write())
+                        .await
+                        .ok(),
+                    None => None,
+                };
+                if let Ok(mut r) = self.ready.write() {
+                    r.remove(&shard);
+                }
+                drop(_held);
+                let n = self.sessions.hand_over(&accounts);
+                self.flush_routes().await;
+                match self.routes.release_shard(shard, &me.node, me.epoch).await {
+                    Ok(released) => (n, usize::from(released)),
+                    Err(e) => {
+                        // The next owner claims it after a wait instead.
+                        self.metrics.redis_errors.inc();
+                        warn!(shard, error = %e, "shard claim not released");
+                        (n, 0)
+                    }
+                }
+            }
+        };
+        let jobs: Vec<_> = shards.iter().map(|s| one(*s)).collect();
+        let mut sessions = 0;
+        let mut released = 0;
+        for (n, r) in join_all(jobs).await {
+            sessions += n;
+            released += r;
+        }
+        self.flush_deliveries().await;
+        debug!(
+            shards = shards.len(),
+            released, sessions, "sessions written for the next owner"
+        );
+    }
+
+    /// Graceful exit (SIGTERM): refuses every request from now on (callers
+    /// retry with the next owner), hands every shard over, leaves the
+    /// membership, and waits — at most `grace` — until other nodes have
+    /// claimed the shards. The sessions stay up: their clients see nothing
+    /// but a short delay.
+    pub async fn drain(&self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        let shards: HashSet<u16> = self.ready.read().map(|r| r.clone()).unwrap_or_default();
+        info!(shards = shards.len(), "draining: handing the shards over");
+        self.draining.store(true, Ordering::Release);
+        self.hand_over(&shards, self.membership.shards()).await;
+        self.membership.leave().await;
+        let me = self.membership.me().clone();
+        let mut waiting: Vec<u16> = shards.into_iter().collect();
+        while !waiting.is_empty() && tokio::time::Instant::now() < deadline {
+            let mut still = Vec::new();
+            for shard in waiting {
+                match self.routes.claimant(shard).await {
+                    Ok(Some((node, _))) if node != me.node => {}
+                    Ok(_) | Err(_) => still.push(shard),
+                }
+            }
+            waiting = still;
+            if !waiting.is_empty() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        if waiting.is_empty() {
+            info!("drained: every shard has a new owner");
+        } else {
+            warn!(
+                unclaimed = waiting.len(),
+                "drain grace over with shards not yet taken over"
+            );
+        }
+    }
+
+    /// Refuses a request while draining or for an account that is not
+    /// ours; otherwise holds the account's shard gate for the request.
+    async fn enter(
+        &self,
+        user: &Jid,
+    ) -> Result<Option<tokio::sync::RwLockReadGuard<'_, ()>>, Status> {
+        if self.draining.load(Ordering::Acquire) {
+            return Err(Status::unavailable(
+                "this session node is handing its shards over",
+            ));
+        }
+        let shard = shard_of(user.to_bare().as_str(), self.membership.shards());
+        let gate = match self.gates.get(usize::from(shard)) {
+            Some(g) => Some(g.read().await),
+            None => None,
+        };
+        // Checked with the gate held: a handover of the shard is complete.
+        self.check_owner(user)?;
+        Ok(gate)
     }
 
     /// After Redis lost its data (restarted empty), claims the shards this
@@ -301,6 +427,16 @@ impl SessionNode {
         let me = self.membership.me().clone();
         let mut restored = 0;
         let result: Result<(), rookery_cluster::ClusterError> = async {
+            // A live previous owner hands the shard over (its sessions'
+            // queues written, its claim released); wait for that, bounded.
+            let deadline = tokio::time::Instant::now() + self.handover_wait();
+            while let Some((node, epoch)) = self.routes.claimant(shard).await?
+                && !(node == me.node && epoch == me.epoch)
+                && view.is_live(&node, epoch)
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             self.routes.claim_shard(shard, &me.node, me.epoch).await?;
             for bare in self.routes.shard_users(shard).await? {
                 for (resource, entry) in self.routes.resources(&bare).await? {
@@ -354,6 +490,13 @@ impl SessionNode {
             r.insert(shard);
         }
         restored
+    }
+
+    /// How long a new owner waits for a live previous owner to release a
+    /// shard: its view settles (two heartbeats), then it writes and
+    /// releases (within one call timeout); with a margin.
+    fn handover_wait(&self) -> Duration {
+        Duration::from_millis(self.membership.config().heartbeat_ms * 4) + self.config.timeout
     }
 
     /// The gRPC service.
@@ -548,7 +691,7 @@ impl Session for SessionGrpc {
         let r = request.into_inner();
         let cm = n.check_caller(r.cm.as_ref())?;
         let user = conv::jid(&r.user, "user")?.to_bare();
-        n.check_owner(&user)?;
+        let _gate = n.enter(&user).await?;
         let link = n.link(&cm, r.conn_id)?;
         let key = SessionNode::conn_key(&cm, r.conn_id);
         n.remember_conn(key, &cm, r.conn_id);
@@ -584,7 +727,7 @@ impl Session for SessionGrpc {
             r.cm.clone()
                 .ok_or_else(|| Status::invalid_argument("no caller"))?;
         let jid = conv::jid(&r.jid, "jid")?;
-        n.check_owner(&jid)?;
+        let _gate = n.enter(&jid).await?;
         n.sessions
             .unbind(&jid, SessionNode::conn_key(&cm, r.conn_id))
             .await;
@@ -603,7 +746,7 @@ impl Session for SessionGrpc {
             .from()
             .cloned()
             .ok_or_else(|| Status::invalid_argument("a routed stanza needs a from"))?;
-        n.check_owner(&from)?;
+        let _gate = n.enter(&from).await?;
         n.sessions.route(&from, stanza).await;
         // Acknowledged means handed on: what was queued for cms is with them.
         n.flush_deliveries().await;
@@ -618,7 +761,7 @@ impl Session for SessionGrpc {
         let r = request.into_inner();
         let cm = n.check_caller(r.cm.as_ref())?;
         let jid = conv::jid(&r.jid, "jid")?;
-        n.check_owner(&jid)?;
+        let _gate = n.enter(&jid).await?;
         let params = SmParams {
             resume: r.resume,
             timeout: Duration::from_secs(u64::from(r.timeout_secs)),
@@ -645,7 +788,7 @@ impl Session for SessionGrpc {
         let r = request.into_inner();
         let cm = n.check_caller(r.cm.as_ref())?;
         let jid = conv::jid(&r.jid, "jid")?;
-        n.check_owner(&jid)?;
+        let _gate = n.enter(&jid).await?;
         let failure = n
             .sessions
             .sm_ack(&jid, SessionNode::conn_key(&cm, r.conn_id), r.h, r.inbound)
@@ -663,7 +806,7 @@ impl Session for SessionGrpc {
         let r = request.into_inner();
         let cm = n.check_caller(r.cm.as_ref())?;
         let jid = conv::jid(&r.jid, "jid")?;
-        n.check_owner(&jid)?;
+        let _gate = n.enter(&jid).await?;
         let el = std::str::from_utf8(&r.xml)
             .ok()
             .and_then(|s| Element::parse(s).ok())
@@ -683,7 +826,7 @@ impl Session for SessionGrpc {
             r.cm.clone()
                 .ok_or_else(|| Status::invalid_argument("no caller"))?;
         let jid = conv::jid(&r.jid, "jid")?;
-        n.check_owner(&jid)?;
+        let _gate = n.enter(&jid).await?;
         n.sessions
             .detach(&jid, SessionNode::conn_key(&cm, r.conn_id), r.inbound)
             .await;
@@ -698,7 +841,7 @@ impl Session for SessionGrpc {
         let r = request.into_inner();
         let cm = n.check_caller(r.cm.as_ref())?;
         let user = conv::jid(&r.user, "user")?.to_bare();
-        n.check_owner(&user)?;
+        let _gate = n.enter(&user).await?;
         let link = n.link(&cm, r.conn_id)?;
         let key = SessionNode::conn_key(&cm, r.conn_id);
         n.remember_conn(key, &cm, r.conn_id);
@@ -730,7 +873,7 @@ impl Session for SessionGrpc {
             .ok_or_else(|| Status::invalid_argument("no stanza"))?;
         let from = conv::jid(&env.from, "from")?;
         let to = conv::jid(&env.to, "to")?;
-        n.check_owner(&to)?;
+        let _gate = n.enter(&to).await?;
         let kind = match pb::ForwardKind::try_from(r.kind) {
             Ok(pb::ForwardKind::Route) => ForwardKind::Route { archived: false },
             Ok(pb::ForwardKind::RouteArchived) => ForwardKind::Route { archived: true },

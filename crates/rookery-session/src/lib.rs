@@ -139,6 +139,7 @@ fn state_of(r: &Resource) -> peers::ResourceState {
             timeout_secs: s.params.timeout.as_secs(),
             max_queue: s.params.max_queue,
             detached: s.is_detached(),
+            queue: None,
         }),
     }
 }
@@ -710,8 +711,12 @@ impl LocalSessions {
                 max_queue: s.max_queue,
             };
             let inner = if s.detached { None } else { link.clone() };
-            Arc::new(sm::SmLink::rebuilt(s.id.clone(), params, inner))
+            Arc::new(match &s.queue {
+                Some(q) => sm::SmLink::handed(s.id.clone(), params, inner, q),
+                None => sm::SmLink::rebuilt(s.id.clone(), params, inner),
+            })
         });
+        let handed = state.sm.as_ref().is_some_and(|s| s.queue.is_some());
         let link: Arc<dyn ClientLink> = match (&sm, link) {
             (Some(sm), _) if sm.id.is_some() || !sm.is_detached() => sm.clone(),
             (None, Some(l)) => l,
@@ -751,6 +756,11 @@ impl LocalSessions {
                 rs.push(resource);
                 self.metrics.sessions.inc();
             }
+        }
+        if handed {
+            // The queue in Redis is a one-time hand-over: the state written
+            // now replaces it, so that a later takeover cannot replay it.
+            self.notify(&jid);
         }
         if detached && let Some(wait) = timeout {
             self.expire_later(jid, conn_id, wait);
@@ -798,6 +808,41 @@ impl LocalSessions {
         for bare in self.bound_accounts() {
             for (jid, _) in self.connections_of(&bare) {
                 self.notify(&jid);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Graceful handover of `accounts`: writes each of their resources'
+    /// state through [`peers::Peers::resource_changed`] with the XEP-0198
+    /// counters and unacknowledged stanzas included, so that the next owner
+    /// continues them exactly. The caller stops serving these accounts
+    /// first, and flushes the writes before releasing them. Returns the
+    /// number of resources written.
+    pub fn hand_over(&self, accounts: &[Jid]) -> usize {
+        let Some(peers) = self.peers.get() else {
+            return 0;
+        };
+        let mut n = 0;
+        for bare in accounts {
+            let states: Vec<(Jid, u64, peers::ResourceState)> = match self.shard(bare).read() {
+                Ok(m) => m
+                    .get(bare)
+                    .into_iter()
+                    .flatten()
+                    .map(|r| {
+                        let mut state = state_of(r);
+                        if let (Some(s), Some(link)) = (state.sm.as_mut(), r.sm.as_ref()) {
+                            s.queue = Some(link.snapshot());
+                        }
+                        (r.jid.clone(), r.conn_id, state)
+                    })
+                    .collect(),
+                Err(_) => continue,
+            };
+            for (jid, conn_id, state) in states {
+                peers.resource_changed(&jid, conn_id, Some(state));
                 n += 1;
             }
         }

@@ -90,4 +90,24 @@ pub struct SmState {
     pub max_queue: usize,
     /// The stream is gone and the session waits for a resumption.
     pub detached: bool,
+    /// The counters and unacknowledged stanzas, written only when an owner
+    /// hands the account over gracefully (a rolling restart, a node
+    /// joining); a new owner that finds them continues exactly where the
+    /// old one stopped. Without them (the old owner died) the counters are
+    /// rebased on the client's next acknowledgement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<SmQueue>,
+}
+
+/// The XEP-0198 counters and queue of a session handed over (§4).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SmQueue {
+    /// Stanzas sent since `<enable/>` (mod 2^32).
+    pub sent: u32,
+    /// The last `h` the client acknowledged.
+    pub acked: u32,
+    /// Stanzas handled from the client, as last reported by its cm.
+    pub inbound: u32,
+    /// The stanzas `acked + 1 ..= sent`, serialized.
+    pub stanzas: Vec<String>,
 }

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -17,7 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::info;
 
-use crate::config::Config;
+use crate::config::{Config, DrainConfig};
 use crate::server::{StoreHandle, listen, serve_c2s, serve_http, server_secret, tls_config};
 
 /// A running cluster member.
@@ -41,6 +42,15 @@ pub struct ClusterNode {
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     store: StoreHandle,
+    /// The client side (cm role).
+    c2s: Option<Arc<C2s>>,
+    /// The client listeners and their connections (cm role).
+    c2s_tasks: JoinSet<()>,
+    /// The session service (session role).
+    session_node: Option<Arc<SessionNode>>,
+    /// What `/ready` answers.
+    ready: Arc<AtomicBool>,
+    drain: DrainConfig,
 }
 
 /// The node name when none is configured: the host name.
@@ -106,6 +116,11 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
         shutdown: shutdown_tx,
         tasks: JoinSet::new(),
         store,
+        c2s: None,
+        c2s_tasks: JoinSet::new(),
+        session_node: None,
+        ready: Arc::new(AtomicBool::new(true)),
+        drain: config.drain.clone(),
     };
 
     let session_service = if roles.contains(&Role::Session) {
@@ -119,6 +134,7 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
         );
         let node = SessionNode::new(sessions.clone(), membership.clone(), rpc, metrics.clone());
         out.sessions = Some(sessions);
+        out.session_node = Some(node.clone());
         Some(node.service())
     } else {
         None
@@ -163,9 +179,11 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
             metrics.clone(),
             shutdown_rx.clone(),
         );
-        (out.c2s_addrs, out.direct_tls_addrs) = serve_c2s(&c2s, &config, &mut tasks).await?;
+        (out.c2s_addrs, out.direct_tls_addrs) =
+            serve_c2s(&c2s, &config, &mut out.c2s_tasks).await?;
+        out.c2s = Some(c2s);
     }
-    out.http_addrs = serve_http(&config, &metrics, &shutdown_rx, &mut tasks).await?;
+    out.http_addrs = serve_http(&config, &metrics, &out.ready, &shutdown_rx, &mut tasks).await?;
     out.tasks = tasks;
     Ok(out)
 }
@@ -173,16 +191,64 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
 impl ClusterNode {
     /// Leaves the cluster, closes every stream with `<system-shutdown/>`
     /// and waits (at most `grace`) for the connections to finish.
-    pub async fn shutdown(mut self, grace: Duration) {
+    pub async fn shutdown(self, grace: Duration) {
         self.membership.leave().await;
         if let Some(s) = &self.sessions {
             s.shutdown();
         }
         let _ = self.shutdown.send(true);
+        self.stop(grace).await;
+    }
+
+    /// Graceful exit without losing anyone (SIGTERM; `[drain]`,
+    /// docs/decisions/0015-draining.md): `/ready` turns 503; a cm stops
+    /// accepting and moves its clients away over `grace_secs` (resumable
+    /// sessions stay, detached, for the clients to resume on another cm);
+    /// a session node then hands its shards over to the others, XEP-0198
+    /// queues included, and leaves; then the process stops.
+    pub async fn drain(mut self) {
+        self.ready.store(false, Ordering::Release);
+        let grace = Duration::from_secs(self.drain.grace_secs);
+        if let Some(c2s) = self.c2s.take() {
+            let before = c2s.connections();
+            c2s.drain(rookery_cm::DrainPlan {
+                // The last ones still have time to be written and acked.
+                over: grace.mul_f64(0.8),
+                see_other_host: (!self.drain.see_other_host.is_empty())
+                    .then(|| self.drain.see_other_host.clone()),
+            });
+            let tasks = &mut self.c2s_tasks;
+            let done = tokio::time::timeout(grace + Duration::from_secs(5), async {
+                while tasks.join_next().await.is_some() {}
+            })
+            .await;
+            info!(
+                connections = before,
+                left = c2s.connections(),
+                complete = done.is_ok(),
+                "client connections moved away"
+            );
+        }
+        match &self.session_node {
+            Some(node) => node.drain(grace).await,
+            None => self.membership.leave().await,
+        }
+        let _ = self.shutdown.send(true);
+        self.stop(Duration::from_secs(2)).await;
+    }
+
+    /// Waits for the tasks (at most `grace`), then writes what the store
+    /// still holds.
+    async fn stop(mut self, grace: Duration) {
         let tasks = &mut self.tasks;
-        let _ =
-            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        let c2s_tasks = &mut self.c2s_tasks;
+        let _ = tokio::time::timeout(grace, async {
+            while tasks.join_next().await.is_some() {}
+            while c2s_tasks.join_next().await.is_some() {}
+        })
+        .await;
         self.tasks.abort_all();
+        self.c2s_tasks.abort_all();
         if let Err(e) = self.store.flush().await {
             tracing::warn!(error = %e, "archive rows not written at shutdown");
         }

@@ -38,6 +38,30 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// `[store]`
     pub store: StoreConfig,
+    /// `[drain]`
+    pub drain: DrainConfig,
+}
+
+/// `[drain]`: what a cluster member does on SIGTERM
+/// (docs/decisions/0015-draining.md).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DrainConfig {
+    /// Seconds over which a connection manager moves its clients away, and
+    /// the longest a session node waits for its shards to be taken over.
+    pub grace_secs: u64,
+    /// `host[:port]` sent in `<see-other-host/>` to clients that cannot
+    /// resume elsewhere (empty: `<system-shutdown/>`).
+    pub see_other_host: String,
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        DrainConfig {
+            grace_secs: 25,
+            see_other_host: String::new(),
+        }
+    }
 }
 
 /// `[store]`: where accounts and per-user data live
@@ -181,12 +205,58 @@ impl Default for LogConfig {
     }
 }
 
+/// The prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "ROOKERY__";
+
 impl Config {
     /// Reads and checks a file.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        Config::parse(&text).with_context(|| format!("in {}", path.display()))
+        Config::from_sources(Some(path), std::iter::empty())
+    }
+
+    /// The configuration from an optional file plus environment overrides:
+    /// `ROOKERY__<SECTION>__<KEY>=value` (sections nest with more `__`,
+    /// names are case-insensitive) sets that key, the value read as a TOML
+    /// value and, when it is not one, as a string. Other variables are
+    /// ignored. This is how a Kubernetes pod sets its own node name and
+    /// gRPC address on a shared ConfigMap.
+    pub fn from_sources(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Config> {
+        let mut table: toml::Table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("in {}", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        let mut overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| {
+                k.len() > ENV_PREFIX.len() && k[..ENV_PREFIX.len()].eq_ignore_ascii_case(ENV_PREFIX)
+            })
+            .collect();
+        overrides.sort();
+        for (name, value) in &overrides {
+            apply_override(&mut table, &name[ENV_PREFIX.len()..], value)
+                .with_context(|| format!("environment variable {name}"))?;
+        }
+        let mut c: Config = toml::Value::Table(table).try_into().with_context(|| {
+            let from = match path {
+                Some(p) => format!("in {}", p.display()),
+                None => "in the defaults".to_owned(),
+            };
+            if overrides.is_empty() {
+                from
+            } else {
+                let names: Vec<&str> = overrides.iter().map(|(k, _)| k.as_str()).collect();
+                format!("{from} with {}", names.join(", "))
+            }
+        })?;
+        c.check()?;
+        Ok(c)
     }
 
     /// Parses and checks TOML text.
@@ -259,6 +329,31 @@ impl Config {
     }
 }
 
+/// Sets `path` (`SECTION__KEY`, any depth) in `table` to `value`.
+fn apply_override(table: &mut toml::Table, path: &str, value: &str) -> anyhow::Result<()> {
+    let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
+    anyhow::ensure!(
+        parts.len() >= 2 && parts.iter().all(|p| !p.is_empty()),
+        "names no key: use ROOKERY__<SECTION>__<KEY>"
+    );
+    let (key, sections) = parts.split_last().expect("two parts at least");
+    let mut at = table;
+    for s in sections {
+        at = at
+            .entry(s.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| anyhow::anyhow!("{s} is not a section"))?;
+    }
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    at.insert(key.clone(), parsed);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,6 +402,66 @@ mod tests {
         }
         // The section is only checked when it is used.
         Config::parse("[store.scylla]\nnodes = []").unwrap();
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_overrides_keys() {
+        let c = Config::from_sources(
+            None,
+            env(&[
+                ("ROOKERY__CLUSTER__NODE", "cm-7f9c"),
+                ("ROOKERY__CLUSTER__GRPC_ADVERTISE", "10.1.2.3:7400"),
+                ("rookery__cluster__redis__urls", "[\"redis://redis:6379\"]"),
+                ("ROOKERY__C2S__MAX_CONNECTIONS", "20000"),
+                ("ROOKERY__C2S__REQUIRE_TLS", "false"),
+                ("ROOKERY__DRAIN__GRACE_SECS", "40"),
+                ("PATH", "/usr/bin"),
+                ("ROOKERYX", "1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.cluster.node, "cm-7f9c");
+        assert_eq!(c.cluster.grpc_advertise, "10.1.2.3:7400");
+        assert_eq!(c.cluster.redis.urls, vec!["redis://redis:6379".to_owned()]);
+        assert_eq!(c.c2s.max_connections, 20000);
+        assert!(!c.c2s.require_tls);
+        assert_eq!(c.drain.grace_secs, 40);
+
+        // Over a file: the environment wins, the file's other keys stay.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rookery.toml");
+        std::fs::write(
+            &file,
+            "[server]\ndomain = 'example.org'\n[cluster]\nnode = 'file'\n",
+        )
+        .unwrap();
+        let c =
+            Config::from_sources(Some(&file), env(&[("ROOKERY__CLUSTER__NODE", "env")])).unwrap();
+        assert_eq!(c.server.domain, "example.org");
+        assert_eq!(c.cluster.node, "env");
+
+        // Mistakes name the variable.
+        for bad in [
+            ("ROOKERY__C2S__NO_SUCH_KEY", "1"),
+            ("ROOKERY__C2S__MAX_CONNECTIONS", "many"),
+            ("ROOKERY__C2S", "1"),
+            ("ROOKERY__SERVER__DOMAIN__X", "1"),
+            ("ROOKERY__C2S__MAX_STANZA_BYTES", "10"),
+        ] {
+            let e = Config::from_sources(None, env(&[bad])).unwrap_err();
+            let text = format!("{e:#}");
+            assert!(
+                text.contains(bad.0) || bad.0 == "ROOKERY__C2S__MAX_STANZA_BYTES",
+                "{bad:?}: {text}"
+            );
+        }
     }
 
     /// Every option of every section, as the code defines it, is documented

@@ -1,7 +1,9 @@
 //! The operations HTTP listener: Prometheus `/metrics`, `/health` (the
-//! process is up) and `/ready` (it accepts clients) for Kubernetes probes.
+//! process is up) and `/ready` (it accepts clients; `503` once it drains)
+//! for Kubernetes probes.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::http::header;
@@ -16,6 +18,7 @@ use tracing::warn;
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let app = Router::new()
@@ -36,7 +39,19 @@ pub async fn serve(
             }),
         )
         .route("/health", get(|| async { "ok\n" }))
-        .route("/ready", get(|| async { "ready\n" }));
+        .route(
+            "/ready",
+            get(move || {
+                let ready = ready.load(Ordering::Acquire);
+                async move {
+                    if ready {
+                        (axum::http::StatusCode::OK, "ready\n")
+                    } else {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+                    }
+                }
+            }),
+        );
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;
     };

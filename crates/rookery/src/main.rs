@@ -114,14 +114,7 @@ fn init_logging(config: &Config) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = match &cli.config {
-        Some(p) => Config::load(p)?,
-        None => {
-            let mut c = Config::default();
-            c.check()?;
-            c
-        }
-    };
+    let config = Config::from_sources(cli.config.as_deref(), std::env::vars())?;
     init_logging(&config);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -247,8 +240,9 @@ async fn serve_cluster(config: Config, roles: &[rookery_cluster::Role]) -> anyho
     let stop = Shutdown::install()?;
     let node = rookery::cluster::start(config, roles).await?;
     stop.wait().await;
-    tracing::info!("leaving the cluster and shutting down");
-    node.shutdown(Duration::from_secs(10)).await;
+    tracing::info!("draining, then leaving the cluster");
+    node.drain().await;
+    tracing::info!("stopped");
     Ok(())
 }
 

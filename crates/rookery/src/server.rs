@@ -245,6 +245,7 @@ pub(crate) async fn serve_c2s(
 pub(crate) async fn serve_http(
     config: &Config,
     metrics: &Arc<Metrics>,
+    ready: &Arc<std::sync::atomic::AtomicBool>,
     shutdown: &watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
 ) -> anyhow::Result<Vec<SocketAddr>> {
@@ -253,7 +254,12 @@ pub(crate) async fn serve_http(
         let addr = l.local_addr()?;
         info!(role = "http", %addr, "listening");
         out.push(addr);
-        tasks.spawn(crate::http::serve(l, metrics.clone(), shutdown.clone()));
+        tasks.spawn(crate::http::serve(
+            l,
+            metrics.clone(),
+            ready.clone(),
+            shutdown.clone(),
+        ));
     }
     Ok(out)
 }
@@ -308,7 +314,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         store,
     };
     (running.c2s_addrs, running.direct_tls_addrs) = serve_c2s(&c2s, &config, &mut tasks).await?;
-    running.http_addrs = serve_http(&config, &metrics, &shutdown_rx, &mut tasks).await?;
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    running.http_addrs = serve_http(&config, &metrics, &ready, &shutdown_rx, &mut tasks).await?;
     info!(domain = %domain, data_dir = %data_dir.display(), store = ?config.store.backend, "rookery started");
     running.tasks = tasks;
     Ok(running)

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use rookery_cluster::{Member, Role, rendezvous, shard_of};
 use rookery_e2e::RawClient;
@@ -603,4 +604,380 @@ async fn a_session_node_joins_mid_traffic() {
         .await
         .unwrap();
     assert!(owned > 0.0 && owned < 1024.0, "{owned}");
+}
+
+/// One client of the rolling-restart test: stream management with
+/// resumption, as a mobile client does it (XEP-0198 §4–§5): it answers
+/// every `<r/>` with what it handled, keeps what it sent until the server
+/// acknowledges it, and when its cm drains (`<system-shutdown/>`) it
+/// resumes on the other cm and sends again what the server had not handled.
+struct SmClient {
+    user: String,
+    peer: String,
+    cms: [std::net::SocketAddr; 2],
+    /// Index in `cms` of the cm it is on.
+    on: usize,
+    conn: RawClient,
+    previd: String,
+    /// Stanzas received since `<enable/>` (the `h` it reports).
+    h_in: u32,
+    /// The server's last `h` for our stanzas.
+    acked: u32,
+    /// Sent and not yet acknowledged by the server, oldest first.
+    unacked: std::collections::VecDeque<String>,
+    /// Message ids received from the peer, in order.
+    received: Vec<String>,
+    /// Messages sent (`{user}-0` …).
+    sent: usize,
+    resumes: usize,
+}
+
+impl SmClient {
+    async fn start(c: &Cluster, user: &str, peer: &str, on: usize) -> SmClient {
+        const SM: &str = "urn:xmpp:sm:3";
+        let cms = [c.cm_addr("cm1"), c.cm_addr("cm2")];
+        let mut conn = login(c, ["cm1", "cm2"][on], user, "r").await;
+        conn.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+            .await;
+        let enabled = conn.next().await;
+        assert!(enabled.is("enabled", SM), "{enabled}");
+        SmClient {
+            user: user.to_owned(),
+            peer: peer.to_owned(),
+            cms,
+            on,
+            conn,
+            previd: enabled.attr("id").unwrap().to_owned(),
+            h_in: 0,
+            acked: 0,
+            unacked: Default::default(),
+            received: Vec::new(),
+            sent: 0,
+            resumes: 0,
+        }
+    }
+
+    /// Sends a stanza and keeps it until acknowledged.
+    async fn send_stanza(&mut self, xml: String) {
+        self.conn.send(&xml).await;
+        self.unacked.push_back(xml);
+    }
+
+    async fn send_next(&mut self) {
+        let xml = format!(
+            "<message to='{}@localhost/r' id='{}-{}' type='chat'><body>{}</body></message>",
+            self.peer, self.user, self.sent, self.sent
+        );
+        self.sent += 1;
+        self.send_stanza(xml).await;
+        if self.sent.is_multiple_of(10) {
+            self.conn.send("<r xmlns='urn:xmpp:sm:3'/>").await;
+        }
+    }
+
+    fn acknowledged(&mut self, h: u32) {
+        let n = h.wrapping_sub(self.acked) as usize;
+        assert!(
+            n <= self.unacked.len(),
+            "{}: h={h} acks more than sent",
+            self.user
+        );
+        self.unacked.drain(..n);
+        self.acked = h;
+    }
+
+    /// Handles one event from the server.
+    async fn handle(&mut self, ev: Option<rookery_xml::StreamEvent>) {
+        use rookery_xml::StreamEvent;
+        let el = match ev {
+            Some(StreamEvent::Stanza(el)) => el,
+            other => panic!("{}: stream ended without an error: {other:?}", self.user),
+        };
+        match (el.name(), el.ns()) {
+            ("r", "urn:xmpp:sm:3") => {
+                let a = format!("<a xmlns='urn:xmpp:sm:3' h='{}'/>", self.h_in);
+                self.conn.send(&a).await;
+            }
+            ("a", "urn:xmpp:sm:3") => {
+                self.acknowledged(el.attr("h").unwrap().parse().unwrap());
+            }
+            ("error", "http://etherx.jabber.org/streams") => {
+                let cond = el
+                    .children()
+                    .find(|c| c.name() != "text")
+                    .map(|c| c.name().to_owned());
+                assert_eq!(
+                    cond.as_deref(),
+                    Some("system-shutdown"),
+                    "{}: {el}",
+                    self.user
+                );
+                self.resume().await;
+            }
+            ("message", _) => {
+                self.h_in += 1;
+                assert_eq!(el.attr("type"), Some("chat"), "{}: {el}", self.user);
+                self.received.push(el.attr("id").unwrap().to_owned());
+            }
+            ("iq", _) => {
+                self.h_in += 1;
+                if el.attr("type") == Some("get") {
+                    let id = el.attr("id").unwrap_or_default();
+                    self.send_stanza(format!("<iq type='result' id='{id}'/>"))
+                        .await;
+                }
+            }
+            ("presence", _) => self.h_in += 1,
+            _ => panic!("{}: unexpected {el}", self.user),
+        }
+    }
+
+    /// Resumes the session on the other cm (§5) and sends again what the
+    /// server did not handle.
+    async fn resume(&mut self) {
+        const SM: &str = "urn:xmpp:sm:3";
+        self.on = 1 - self.on;
+        let mut r = RawClient::try_connect(self.cms[self.on])
+            .await
+            .unwrap_or_else(|e| panic!("{}: the other cm is down: {e}", self.user));
+        r.open("localhost").await;
+        r.starttls("localhost").await;
+        r.auth_scram("SCRAM-SHA-256", &self.user, "pw")
+            .await
+            .unwrap();
+        r.open("localhost").await;
+        r.send(&format!(
+            "<resume xmlns='urn:xmpp:sm:3' previd='{}' h='{}'/>",
+            self.previd, self.h_in
+        ))
+        .await;
+        let answer = r.next().await;
+        assert!(answer.is("resumed", SM), "{}: {answer}", self.user);
+        self.conn = r;
+        self.resumes += 1;
+        self.acknowledged(answer.attr("h").unwrap().parse().unwrap());
+        let again: Vec<String> = self.unacked.drain(..).collect();
+        for xml in again {
+            self.send_stanza(xml).await;
+        }
+    }
+}
+
+/// Where a sequence of `{user}-{n}` ids skips or repeats: `(expected, got)`.
+fn gaps(ids: &[String]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut next = 0;
+    for id in ids {
+        let n: usize = id.rsplit('-').next().unwrap().parse().unwrap();
+        if n != next {
+            out.push((next, n));
+        }
+        next = n + 1;
+    }
+    out
+}
+
+/// A rolling restart of every process under steady traffic loses nothing
+/// (docs/decisions/0015-draining.md): each session node in turn gets
+/// SIGTERM, hands its shards over (XEP-0198 queues included) and exits; it
+/// comes back and takes its shards back; then each cm in turn moves its
+/// clients away, which resume on the other cm without logging in again.
+/// Every message each client sent arrives exactly once and in order.
+#[tokio::test]
+async fn rolling_restart_loses_nothing() {
+    let mut c = Cluster::start(bin(), 2, 2, "[drain]\ngrace_secs = 2\n", "");
+    c.wait_settled().await;
+    // Two pairs, each across session nodes and cms.
+    let a = user_on("ra", "session1");
+    let b = user_on("rb", "session2");
+    let cc = user_on("rc", "session2");
+    let d = user_on("rd", "session1");
+    for u in [&a, &b, &cc, &d] {
+        c.add_user(u, "pw").await;
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Once a client has stopped sending and the server acknowledged all,
+    // it says how many it sent; it ends once it has all of its peer's.
+    let finals: Vec<tokio::sync::watch::Sender<Option<usize>>> = (0..4)
+        .map(|_| tokio::sync::watch::Sender::new(None))
+        .collect();
+    let progress = tokio::sync::watch::Sender::new(0usize);
+    let spec = [
+        (&a, &b, 0, 1),
+        (&b, &a, 1, 0),
+        (&cc, &d, 0, 3),
+        (&d, &cc, 1, 2),
+    ];
+    // Everyone is online before anyone sends.
+    let mut clients = Vec::new();
+    for (user, peer, on, _) in spec {
+        clients.push(SmClient::start(&c, user, peer, on).await);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for ((i, (_, _, _, peer_i)), mut client) in spec.into_iter().enumerate().zip(clients) {
+        let mut stop = stop_rx.clone();
+        let mine = finals[i].clone();
+        let mut theirs = finals[peer_i].subscribe();
+        let progress = progress.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            let mut sending = true;
+            let mut asked = false;
+            loop {
+                if !sending && client.unacked.is_empty() && mine.borrow().is_none() {
+                    mine.send_replace(Some(client.sent));
+                }
+                if mine.borrow().is_some()
+                    && theirs.borrow().is_some_and(|n| client.received.len() >= n)
+                {
+                    return client;
+                }
+                tokio::select! {
+                    _ = tick.tick(), if sending => {
+                        client.send_next().await;
+                    }
+                    _ = stop.changed(), if sending => {
+                        sending = false;
+                    }
+                    _ = theirs.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(8)) => panic!(
+                        "{}: stalled: sent {}, unacked {}, h_in {}, received {} of {:?}, last {:?}, resumes {}, gaps {:?}",
+                        client.user,
+                        client.sent,
+                        client.unacked.len(),
+                        client.h_in,
+                        client.received.len(),
+                        *theirs.borrow(),
+                        client.received.last(),
+                        client.resumes,
+                        gaps(&client.received)
+                    ),
+                    ev = client.conn.next_event() => {
+                        let before = client.received.len();
+                        client.handle(ev).await;
+                        if client.received.len() > before {
+                            progress.send_modify(|p| *p += 1);
+                        }
+                    }
+                }
+                if !sending && !asked {
+                    // A last request: the server acknowledges everything.
+                    client.conn.send("<r xmlns='urn:xmpp:sm:3'/>").await;
+                    asked = true;
+                }
+            }
+        });
+    }
+    // Traffic flows through every step: wait for more deliveries.
+    let flowing = |n: usize| {
+        let mut rx = progress.subscribe();
+        async move {
+            let start = *rx.borrow_and_update();
+            tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|p| *p >= start + n))
+                .await
+                .expect("traffic stalled")
+                .unwrap();
+        }
+    };
+    flowing(40).await;
+    for node in ["session1", "session2"] {
+        let status = c.terminate(node, Duration::from_secs(20)).await;
+        assert!(status.success(), "{node}: {status}\n{}", c.logs());
+        assert!(
+            c.node(node)
+                .log
+                .contains_since("drained: every shard has a new owner", 0),
+            "{}",
+            c.logs()
+        );
+        flowing(40).await;
+        let mark = c.node(node).log.mark();
+        c.restart(node);
+        c.wait_log(node, "shards rebuilt", mark).await;
+        c.wait_settled().await;
+        flowing(40).await;
+    }
+    for node in ["cm1", "cm2"] {
+        let status = c.terminate(node, Duration::from_secs(20)).await;
+        assert!(status.success(), "{node}: {status}\n{}", c.logs());
+        flowing(40).await;
+        c.restart(node);
+        flowing(40).await;
+    }
+    stop_tx.send_replace(true);
+    let mut clients = Vec::new();
+    let all = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(r) = tasks.join_next().await {
+            clients.push(r.unwrap());
+        }
+    })
+    .await;
+    assert!(all.is_ok(), "clients did not finish\n{}", c.logs());
+    for client in &clients {
+        let peer = clients.iter().find(|p| p.user == client.peer).unwrap();
+        let expected: Vec<String> = (0..peer.sent)
+            .map(|i| format!("{}-{i}", peer.user))
+            .collect();
+        assert!(peer.sent > 100, "{} sent only {}", peer.user, peer.sent);
+        assert_eq!(
+            client.received, expected,
+            "{} did not get {}'s messages exactly once, in order",
+            client.user, peer.user
+        );
+        // Clients of cm1 moved twice, those of cm2 once; never a new login.
+        assert!(client.resumes >= 1, "{} never resumed", client.user);
+    }
+}
+
+/// A draining cm (SIGTERM) turns `/ready` to 503 and stops accepting;
+/// clients that cannot resume — one without stream management, one still
+/// negotiating — get `<see-other-host/>` with the configured host (RFC 6120
+/// §4.9.3.19), and the process exits cleanly.
+#[tokio::test]
+async fn a_draining_cm_sends_clients_elsewhere() {
+    let mut c = Cluster::start(
+        bin(),
+        1,
+        1,
+        "[drain]\ngrace_secs = 3\nsee_other_host = \"xmpp2.example.net:5222\"\n",
+        "",
+    );
+    c.wait_settled().await;
+    let a = user_on("da", "session1");
+    c.add_user(&a, "pw").await;
+    let http = c.node("cm1").http;
+    let ready = ready_status(http).await;
+    assert!(ready.contains("200"), "{ready}");
+    let mut bound = login(&c, "cm1", &a, "r").await;
+    let mut negotiating = RawClient::connect(c.cm_addr("cm1")).await;
+    negotiating.open("localhost").await;
+    let mark = c.node("cm1").log.mark();
+    c.sigterm("cm1");
+    // Not ready from the start of the drain (`/ready` turns first), while
+    // the clients are moved.
+    c.wait_log("cm1", "draining client connections", mark).await;
+    let ready = ready_status(http).await;
+    assert!(ready.contains("503"), "{ready}");
+    for client in [&mut negotiating, &mut bound] {
+        let (el, _) = client
+            .until(|e| e.is("error", "http://etherx.jabber.org/streams"))
+            .await;
+        let host = el
+            .child("see-other-host", "urn:ietf:params:xml:ns:xmpp-streams")
+            .unwrap_or_else(|| panic!("{el}"));
+        assert_eq!(host.text(), "xmpp2.example.net:5222");
+        client.expect_closed().await;
+    }
+    assert!(
+        RawClient::try_connect(c.cm_addr("cm1")).await.is_err(),
+        "a draining cm accepted a connection"
+    );
+    let status = c.wait_exit("cm1", Duration::from_secs(15)).await;
+    assert!(status.success(), "{status}\n{}", c.logs());
+}
+
+async fn ready_status(http: u16) -> String {
+    rookery_e2e::cluster::http_status(http, "/ready")
+        .await
+        .unwrap_or_default()
 }
