@@ -146,7 +146,12 @@ the chart decides laid over it. Call with (dict "ctx" $ "role" "cm").
 
 {{/* terminationGracePeriodSeconds: the drain grace plus a margin. */}}
 {{- define "rookery.terminationGrace" -}}
-{{- add (int (default 25 .Values.config.drain.grace_secs)) (int .Values.terminationGraceExtraSecs) -}}
+{{- $grace := 25 -}}
+{{- $drain := .Values.config.drain | default dict -}}
+{{- if hasKey $drain "grace_secs" -}}
+{{- $grace = int $drain.grace_secs -}}
+{{- end -}}
+{{- add $grace (int .Values.terminationGraceExtraSecs) -}}
 {{- end -}}
 
 {{/* topologySpreadConstraints of a role: (dict "ctx" $ "component" "cm" "own" list) */}}

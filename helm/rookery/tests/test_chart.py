@@ -441,6 +441,32 @@ def test_config_toml(case):
             assert cfg["store"] == {"backend": "sqlite"}
 
 
+def test_toml_rendering_of_odd_values():
+    """Strings with quotes, backslashes and non-ASCII, floats, empty lists, nesting."""
+    domain = 'chat.example.com'
+    odd = 'a "quoted" \\ back\\slash, ünïcode <&> \ttab'
+    docs = render_values(
+        {
+            "config": {
+                "server": {"domain": domain},
+                "log": {"level": odd},
+                "telemetry": {"sample_ratio": 0.25},
+                "drain": {"grace_secs": 0},
+                "modules": {"version_os": False, "vcard_max_bytes": 1048576},
+                "session": {"resource_conflict": "replace"},
+            }
+        }
+    )
+    for cfg in config_files(docs).values():
+        assert cfg["log"]["level"] == odd
+        assert cfg["telemetry"]["sample_ratio"] == 0.25
+        assert cfg["drain"]["grace_secs"] == 0
+        assert cfg["modules"] == {"version_os": False, "vcard_max_bytes": 1048576}
+        assert cfg["session"]["resource_conflict"] == "replace"
+    for w in rookery_workloads(docs):
+        assert w["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 15
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_redis(case):
     docs = rendered(case)
