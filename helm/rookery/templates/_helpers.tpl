@@ -288,6 +288,10 @@ volumeMounts:
 {{- fail "mode cluster needs Redis: redis.enabled, externalRedis.urls or externalRedis.existingSecret" -}}
 {{- end -}}
 {{- end -}}
+{{- $maxConn := int (dig "c2s" "max_connections" 100000 $v.config) -}}
+{{- if and $v.cm.autoscaling.enabled (ge (int $v.cm.autoscaling.targetConnectionsPerPod) $maxConn) -}}
+{{- fail "cm.autoscaling.targetConnectionsPerPod must be below config.c2s.max_connections" -}}
+{{- end -}}
 {{- if and $v.tls.existingSecret (or $v.tls.certManager.enabled $v.tls.cert) -}}
 {{- fail "tls: set only one of existingSecret, certManager.enabled, cert/key" -}}
 {{- end -}}
