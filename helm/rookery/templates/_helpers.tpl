@@ -195,6 +195,20 @@ env:
         fieldPath: metadata.name
   - name: ROOKERY__CLUSTER__GRPC_ADVERTISE
     value: "$(POD_IP):{{ $v.ports.grpc }}"
+{{- include "rookery.secretEnv" .ctx }}
+{{- end }}
+{{- with $v.extraEnv }}
+{{ toYaml . | indent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Environment from Secrets, for the servers and the migrate Job alike (every
+command reads and checks the whole configuration): the Redis URL and the
+ScyllaDB password. Cluster mode only.
+*/}}
+{{- define "rookery.secretEnv" -}}
+{{- $v := .Values -}}
 {{- if and (not $v.redis.enabled) $v.externalRedis.existingSecret }}
   - name: REDIS_URL
     valueFrom:
@@ -204,8 +218,7 @@ env:
   - name: ROOKERY__CLUSTER__REDIS__URLS
     value: '["$(REDIS_URL)"]'
 {{- end }}
-{{- end }}
-{{- if and (ne .role "single") $v.scylla.passwordSecret }}
+{{- if $v.scylla.passwordSecret }}
   - name: SCYLLA_PASSWORD
     valueFrom:
       secretKeyRef:
@@ -213,9 +226,6 @@ env:
         key: {{ $v.scylla.passwordSecretKey }}
   - name: ROOKERY__STORE__SCYLLA__PASSWORD
     value: '"$(SCYLLA_PASSWORD)"'
-{{- end }}
-{{- with $v.extraEnv }}
-{{ toYaml . | indent 2 }}
 {{- end }}
 {{- end -}}
 

@@ -649,8 +649,16 @@ def test_store_migrate_hook(case):
     cfg = tomllib.loads(config["data"]["session.toml"])
     assert cfg["store"]["backend"] == "scylla"
     assert cfg["store"]["scylla"] == config_files(docs)["session.toml"]["store"]["scylla"]
+    # Every command checks the whole configuration: the Job needs the same
+    # values from Secrets (Redis URL, ScyllaDB password) as the servers.
+    from_secrets = {"REDIS_URL", "ROOKERY__CLUSTER__REDIS__URLS", "SCYLLA_PASSWORD", "ROOKERY__STORE__SCYLLA__PASSWORD"}
+    session_env = env_of(container(one(docs, "StatefulSet", "rookery-session")))
+    job_env = env_of(c)
+    assert {k: v for k, v in session_env.items() if k in from_secrets} == job_env
     if values["scylla"]["passwordSecret"]:
-        assert env_of(c)["SCYLLA_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == values["scylla"]["passwordSecret"]
+        assert job_env["SCYLLA_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == values["scylla"]["passwordSecret"]
+    if values["externalRedis"]["existingSecret"] and not values["redis"]["enabled"]:
+        assert job_env["ROOKERY__CLUSTER__REDIS__URLS"]["value"] == '["$(REDIS_URL)"]'
 
 
 @pytest.mark.parametrize("case", CASES)
