@@ -111,6 +111,8 @@ the chart decides laid over it. Call with (dict "ctx" $ "role" "cm").
 {{- ternary "true" "false" $v -}}
 {{- else if kindIs "slice" $v -}}
 [{{- range $i, $e := $v }}{{ if $i }}, {{ end }}{{ include "rookery.tomlValue" $e }}{{ end -}}]
+{{- else if kindIs "map" $v -}}
+{{- fail "config: tables inside arrays are not supported" -}}
 {{- else if or (kindIs "float64" $v) (kindIs "float32" $v) -}}
 {{- if eq $v (floor $v) -}}{{ int64 $v }}{{- else -}}{{ $v }}{{- end -}}
 {{- else -}}
@@ -329,11 +331,9 @@ metadata:
     {{- end }}
   annotations:
     checksum/config: {{ include (print $ctx.Template.BasePath "/configmap.yaml") $ctx | sha256sum }}
-    {{- if eq $v.mode "cluster" }}
     prometheus.io/scrape: "true"
     prometheus.io/port: {{ $v.ports.http | quote }}
     prometheus.io/path: /metrics
-    {{- end }}
     {{- with $spec.podAnnotations }}
     {{- toYaml . | nindent 4 }}
     {{- end }}

@@ -216,6 +216,7 @@ BAD_VALUES = {
         "cm": {"autoscaling": {"targetCPUUtilizationPercentage": 0, "targetConnectionsPerPod": 0}}
     },
     "port out of range": {"ports": {"grpc": 70000}},
+    "table inside an array in config": {"config": {"c2s": {"listen_extra": [{"a": 1}]}}},
     "connection target above the limit": {
         "config": {"c2s": {"max_connections": 20000}},
         "cm": {"autoscaling": {"targetConnectionsPerPod": 20000}},
