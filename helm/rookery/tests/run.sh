@@ -14,4 +14,5 @@ if ! [ -x "$venv/bin/python" ] || ! cmp -s "$req" "$stamp"; then
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r "$req"
   cp "$req" "$stamp"
 fi
+export PYTHONDONTWRITEBYTECODE=1
 exec "$venv/bin/python" -m pytest helm/rookery/tests -q -p no:cacheprovider "$@"

@@ -230,6 +230,16 @@ def test_bad_values_fail_rendering(name):
         render_values(BAD_VALUES[name])
 
 
+BAD_FILES = sorted(p.name for p in (CHART / "tests" / "bad-values").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", BAD_FILES)
+def test_bad_values_files_fail_rendering(name):
+    values = yaml.safe_load((CHART / "tests" / "bad-values" / name).read_text())
+    with pytest.raises(helm.HelmError):
+        render_values(values)
+
+
 def test_bad_values_file_fails_schema_validation():
     with pytest.raises(helm.HelmValuesError, match="replicas"):
         _chart().validate_schema({"session": {"replicas": "abc"}})
