@@ -802,6 +802,21 @@ def test_readme_documents_every_value():
     assert missing == []
 
 
+def test_readme_defaults_match_values():
+    readme = (CHART / "README.md").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    rows = dict(re.findall(r"^\| `([^`]+)` \| `(.*?)` \|", readme, re.M))
+
+    def lookup(path):
+        node = values
+        for part in path.split("."):
+            node = node[part]
+        return node
+
+    for path in value_paths(values):
+        assert json.loads(rows[path].replace("\\|", "|")) == lookup(path), path
+
+
 def test_schema_covers_every_value():
     schema = json.loads((CHART / "values.schema.json").read_text())
     values = yaml.safe_load((CHART / "values.yaml").read_text())
