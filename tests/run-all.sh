@@ -6,11 +6,13 @@ cd "$(dirname "$0")/.."
 
 # System packages the tests use: gcc for the bundled SQLite, Debian's
 # slixmpp for the interop tests (run with /usr/bin/python3), redis-server
-# (and redis-cli) for the rookery-cluster tests, which start their own.
+# (and redis-cli) for the rookery-cluster tests, which start their own;
+# python3-venv for the Helm chart's tests (their packages come from PyPI).
 missing=()
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 /usr/bin/python3 -c 'import slixmpp' >/dev/null 2>&1 || missing+=(python3-slixmpp)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+/usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   sudo=""
@@ -22,6 +24,8 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked --doc
+# The Helm chart, alert rules and dashboard, offline (helm/rookery/tests).
+helm/rookery/tests/run.sh
 # Last, so that its summary is the closing line.
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
