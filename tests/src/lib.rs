@@ -227,6 +227,19 @@ impl RawClient {
         self.parser.reset(false);
     }
 
+    /// The server's certificate (leaf, DER), once TLS is up.
+    pub fn peer_certificate(&self) -> Option<Vec<u8>> {
+        match &self.io {
+            Io::Tls(t) => t
+                .get_ref()
+                .1
+                .peer_certificates()?
+                .first()
+                .map(|c| c.to_vec()),
+            _ => None,
+        }
+    }
+
     /// Sends raw bytes.
     pub async fn send_bytes(&mut self, b: &[u8]) {
         let r = match &mut self.io {

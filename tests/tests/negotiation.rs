@@ -355,3 +355,41 @@ async fn stream_header_errors() {
         assert_eq!(c.expect_stream_error().await, cond, "{header}");
     }
 }
+
+/// A renewed certificate (`[tls] reload_secs`) is served to new
+/// connections without a restart; the stream that was up stays up (a
+/// broken renewal is refused: rookery-cm's `tls` unit tests).
+#[tokio::test]
+async fn a_renewed_certificate_is_served_without_a_restart() {
+    let s = TestServer::start_with(|c| c.tls.reload_secs = 1).await;
+    let tls = s.config.server.data_dir.join("tls");
+    let (cert, key) = (tls.join("localhost.crt"), tls.join("localhost.key"));
+    let old = RawClient::connect_direct_tls(s.tls_addr(), "localhost").await;
+    let first = old.peer_certificate().unwrap();
+    let renewed = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    // As a Secret volume or certbot does it: new files, then a rename.
+    for (path, pem) in [
+        (&key, renewed.signing_key.serialize_pem()),
+        (&cert, renewed.cert.pem()),
+    ] {
+        let tmp = path.with_extension("new");
+        std::fs::write(&tmp, pem).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+    let served = || async {
+        RawClient::connect_direct_tls(s.tls_addr(), "localhost")
+            .await
+            .peer_certificate()
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while served().await == first {
+        assert!(std::time::Instant::now() < deadline, "never reloaded");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(served().await, renewed.cert.der().to_vec());
+    // The stream that was up is untouched.
+    let mut old = old;
+    let f = old.open("localhost").await;
+    assert!(f.child("mechanisms", ns::SASL).is_some());
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rookery_cm::C2s;
-use rookery_cm::tls::{CertSource, server_config};
+use rookery_cm::tls::CertSource;
 use rookery_core::UserStore;
 use rookery_core::metrics::Metrics;
 use rookery_core::users::StoreError;
@@ -213,7 +213,11 @@ pub(crate) fn tls_config(config: &Config) -> anyhow::Result<Arc<rustls::ServerCo
             domain: config.server.domain.clone(),
         },
     };
-    server_config(&cert).context("TLS certificate")
+    let (tls, cert) = rookery_cm::tls::reloading_server_config(&cert).context("TLS certificate")?;
+    if config.tls.reload_secs > 0 {
+        cert.watch(Duration::from_secs(config.tls.reload_secs));
+    }
+    Ok(tls)
 }
 
 /// Binds the client listeners (STARTTLS, direct TLS) and serves them on
