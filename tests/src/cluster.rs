@@ -14,13 +14,31 @@ use tokio::sync::watch;
 
 use crate::WAIT;
 
-/// A free loopback port (bound and released; good enough on loopback).
+/// A free loopback port below the kernel's ephemeral range (32768 and up
+/// on Linux), so that no outgoing connection takes it as its source port
+/// while a node is down between a stop and a restart on the same ports,
+/// and never the same one twice in a process. Each test process starts at
+/// its own place in 20000..32000, so that parallel tests rarely meet; a
+/// port found bound is skipped.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let seed = || {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        (std::process::id().wrapping_mul(7919) ^ t) % SPAN
+    };
+    let _ = NEXT.compare_exchange(u32::MAX, seed(), Ordering::AcqRel, Ordering::Acquire);
+    loop {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::AcqRel) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A node's log as it is written: the lines so far, and a counter that
@@ -193,7 +211,7 @@ impl Cluster {
             up.recv_timeout(WAIT).is_ok(),
             "{} did not start:\n{}",
             node.name,
-            node.log.tail(20)
+            node.log.tail(80)
         );
     }
 
