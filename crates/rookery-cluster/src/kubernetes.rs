@@ -301,4 +301,36 @@ mod tests {
         let f = one.filter(&BTreeMap::new());
         assert_eq!(f, ReadyFilter::nobody(true, false));
     }
+
+    #[test]
+    fn which_endpoints_count() {
+        let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s-1", "labels": {SERVICE_NAME_LABEL: "svc"}},
+            "addressType": "IPv4",
+            "endpoints": [
+                // Conditions missing: ready, not terminating (as the API documents).
+                {"addresses": ["10.0.0.1"], "targetRef": {"kind": "Pod", "name": "a"}},
+                {"addresses": ["10.0.0.2"], "conditions": {"ready": null},
+                 "targetRef": {"kind": "Pod", "name": "b"}},
+                {"addresses": ["10.0.0.3"], "conditions": {"ready": false},
+                 "targetRef": {"kind": "Pod", "name": "c"}},
+                {"addresses": ["10.0.0.4"], "conditions": {"ready": true, "terminating": true},
+                 "targetRef": {"kind": "Pod", "name": "d"}},
+                // Not a pod; no targetRef at all (the hostname is not a node name).
+                {"addresses": ["10.0.0.5"], "targetRef": {"kind": "Node", "name": "e"}},
+                {"addresses": ["10.0.0.6"], "hostname": "f"},
+            ],
+        }))
+        .unwrap();
+        let (name, s) = reduce(&slice).unwrap();
+        assert_eq!(name, "s-1");
+        assert_eq!(s.service, "svc");
+        assert_eq!(s.ready, ["a".to_owned(), "b".to_owned()].into());
+        // Without the service label (or a name) a slice contributes nothing.
+        let unlabelled: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s-2"}, "addressType": "IPv4", "endpoints": []
+        }))
+        .unwrap();
+        assert!(reduce(&unlabelled).is_none());
+    }
 }
