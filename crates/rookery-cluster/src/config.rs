@@ -1,4 +1,4 @@
-//! The `[cluster.redis]` configuration section.
+//! The `[cluster.redis]` and `[cluster.kubernetes]` configuration sections.
 
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +65,71 @@ impl RedisConfig {
     }
 }
 
+/// `[cluster.kubernetes]`: keep in the view only the members that Kubernetes reports as
+/// ready endpoints of their headless Service (decision 0014). Epochs, leases and shard
+/// claims stay in Redis.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// Filter the membership by the ready endpoints of the Services below (Kubernetes API
+    /// through the pod's service account). Default `false`: Redis alone decides.
+    pub enabled: bool,
+    /// Namespace of the Services; empty: the pod's own (from the service account).
+    pub namespace: String,
+    /// Headless Service of the session nodes; empty: session nodes are not filtered.
+    /// Default `"rookery-session"`.
+    pub session_service: String,
+    /// Headless Service of the connection managers; empty: cms are not filtered.
+    /// Default `"rookery-cm"`.
+    pub cm_service: String,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        KubernetesConfig {
+            enabled: false,
+            namespace: String::new(),
+            session_service: "rookery-session".to_owned(),
+            cm_service: "rookery-cm".to_owned(),
+        }
+    }
+}
+
+impl KubernetesConfig {
+    /// Checks the names (only meaningful when `enabled`).
+    pub fn validate(&self) -> Result<(), ClusterError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.session_service.is_empty() && self.cm_service.is_empty() {
+            return Err(ClusterError::Config(
+                "cluster.kubernetes is enabled but names neither session_service nor cm_service"
+                    .into(),
+            ));
+        }
+        // Label values and namespaces: DNS labels (RFC 1123), at most 63 characters.
+        let dns_label = |s: &str| {
+            s.len() <= 63
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !s.starts_with('-')
+                && !s.ends_with('-')
+        };
+        for (key, value) in [
+            ("namespace", &self.namespace),
+            ("session_service", &self.session_service),
+            ("cm_service", &self.cm_service),
+        ] {
+            if !dns_label(value) {
+                return Err(ClusterError::Config(format!(
+                    "cluster.kubernetes.{key} {value:?} is not a DNS label (lower-case letters, digits, '-')"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -87,5 +152,36 @@ mod tests {
             ..RedisConfig::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn kubernetes_section() {
+        let c: KubernetesConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c, KubernetesConfig::default());
+        assert!(!c.enabled);
+        assert_eq!(c.session_service, "rookery-session");
+        assert_eq!(c.cm_service, "rookery-cm");
+        assert!(serde_json::from_str::<KubernetesConfig>(r#"{"service": "x"}"#).is_err());
+        let on = KubernetesConfig {
+            enabled: true,
+            ..KubernetesConfig::default()
+        };
+        assert!(on.validate().is_ok());
+        for bad in [
+            r#"{"enabled": true, "session_service": "", "cm_service": ""}"#,
+            r#"{"enabled": true, "namespace": "Prod"}"#,
+            r#"{"enabled": true, "cm_service": "a,b"}"#,
+            r#"{"enabled": true, "session_service": "-x"}"#,
+        ] {
+            let c: KubernetesConfig = serde_json::from_str(bad).unwrap();
+            assert!(c.validate().is_err(), "{bad} accepted");
+        }
+        // Disabled: not checked.
+        let c: KubernetesConfig = serde_json::from_str(r#"{"cm_service": "a,b"}"#).unwrap();
+        assert!(c.validate().is_ok());
+        // One role unfiltered is fine.
+        let c: KubernetesConfig =
+            serde_json::from_str(r#"{"enabled": true, "cm_service": ""}"#).unwrap();
+        assert!(c.validate().is_ok());
     }
 }

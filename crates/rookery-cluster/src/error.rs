@@ -15,6 +15,9 @@ pub enum ClusterError {
     /// The configuration is invalid or disagrees with the cluster (e.g. shard count).
     #[error("cluster configuration: {0}")]
     Config(String),
+    /// The Kubernetes API could not be reached or configured (discovery, decision 0014).
+    #[error("kubernetes: {0}")]
+    Kubernetes(String),
 }
 
 impl From<redis::RedisError> for ClusterError {

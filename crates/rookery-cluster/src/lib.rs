@@ -21,16 +21,20 @@ mod conn;
 mod error;
 mod hash;
 mod keys;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 mod membership;
+mod ready;
 mod routes;
 mod scripts;
 mod view;
 
-pub use config::RedisConfig;
+pub use config::{KubernetesConfig, RedisConfig};
 pub use conn::Redis;
 pub use error::ClusterError;
 pub use hash::{DEFAULT_SHARDS, rendezvous, rendezvous_weight, shard_of};
 pub use membership::{Member, Membership, Role};
+pub use ready::ReadyFilter;
 pub use routes::{RouteEntry, Routes};
 pub use view::View;
 

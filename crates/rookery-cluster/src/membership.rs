@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::keys::Keys;
-use crate::{ClusterError, Redis, RedisConfig, View, scripts};
+use crate::{ClusterError, ReadyFilter, Redis, RedisConfig, View, scripts};
 
 /// A role a cluster node plays (the roles that matter to the shard map).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -54,6 +54,11 @@ struct Shared {
     /// `leave` was called.
     left: AtomicBool,
     tx: watch::Sender<Arc<View>>,
+    /// Readiness reported by the orchestrator (decision 0014); `None`: Redis alone decides.
+    ready: Option<watch::Receiver<ReadyFilter>>,
+    /// The live members as Redis last reported them, before the readiness filter (only
+    /// kept when `ready` is set).
+    live: Mutex<Vec<Member>>,
 }
 
 impl Shared {
@@ -118,6 +123,38 @@ impl Shared {
             })
             .collect();
         members.sort_by(|a, b| a.node.cmp(&b.node).then(a.epoch.cmp(&b.epoch)));
+        if self.ready.is_some() {
+            if let Ok(mut live) = self.live.lock() {
+                live.clone_from(&members);
+            }
+            members = self.admitted(members);
+        }
+        self.publish(members);
+    }
+
+    /// The members the readiness filter admits (all of them without a filter).
+    fn admitted(&self, mut members: Vec<Member>) -> Vec<Member> {
+        if let Some(ready) = &self.ready {
+            let ready = ready.borrow();
+            members.retain(|m| {
+                let ok = ready.admits(m);
+                if !ok {
+                    tracing::trace!(node = %m.node, "live in Redis but not ready: left out of the view");
+                }
+                ok
+            });
+        }
+        members
+    }
+
+    /// The readiness filter changed: publish the last Redis members filtered anew, without
+    /// waiting for the next heartbeat.
+    fn refilter(&self) {
+        let live = match self.live.lock() {
+            Ok(live) => live.clone(),
+            Err(_) => return,
+        };
+        let members = self.admitted(live);
         self.publish(members);
     }
 
@@ -142,8 +179,15 @@ impl Shared {
         tick.tick().await; // the first tick is immediate; join has just beaten
         let mut failing = false;
         let mut was_fenced = false;
+        let mut ready = self.ready.clone();
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = ready_changed(&mut ready) => {
+                    self.refilter();
+                    continue;
+                }
+            }
             let refresh =
                 !self.superseded.load(Ordering::Acquire) && !self.left.load(Ordering::Acquire);
             match self.beat(refresh).await {
@@ -169,6 +213,19 @@ impl Shared {
             was_fenced = fenced;
         }
     }
+}
+
+/// Waits until the readiness filter changes. Never returns without a filter, or once its
+/// sender is gone (the last filter then stays in force).
+async fn ready_changed(ready: &mut Option<watch::Receiver<ReadyFilter>>) {
+    if let Some(rx) = ready {
+        if rx.changed().await.is_ok() {
+            return;
+        }
+        tracing::warn!("readiness source ended: its last state stays in force");
+        *ready = None;
+    }
+    std::future::pending::<()>().await;
 }
 
 /// This node's membership of the cluster: its epoch, its lease (renewed by a heartbeat
@@ -218,6 +275,33 @@ impl Membership {
         grpc: &str,
         shards: u16,
     ) -> Result<Arc<Membership>, ClusterError> {
+        Self::join_inner(cfg, node, roles, grpc, shards, None).await
+    }
+
+    /// [`Membership::join`], with views that keep only the live members `ready` admits
+    /// (decision 0014: Kubernetes reports which pods are ready). A change of `ready` is
+    /// published at once, without waiting for the next heartbeat; epochs, leases and
+    /// fencing are unchanged. The first view includes this node only if `ready` admits
+    /// it; while the sender of `ready` is gone its last value stays in force.
+    pub async fn join_with_readiness(
+        cfg: &RedisConfig,
+        node: &str,
+        roles: &[Role],
+        grpc: &str,
+        shards: u16,
+        ready: watch::Receiver<ReadyFilter>,
+    ) -> Result<Arc<Membership>, ClusterError> {
+        Self::join_inner(cfg, node, roles, grpc, shards, Some(ready)).await
+    }
+
+    async fn join_inner(
+        cfg: &RedisConfig,
+        node: &str,
+        roles: &[Role],
+        grpc: &str,
+        shards: u16,
+        ready: Option<watch::Receiver<ReadyFilter>>,
+    ) -> Result<Arc<Membership>, ClusterError> {
         cfg.validate()?;
         check_node_name(node)?;
         if shards == 0 {
@@ -265,6 +349,8 @@ impl Membership {
             superseded: AtomicBool::new(false),
             left: AtomicBool::new(false),
             tx,
+            ready,
+            live: Mutex::new(Vec::new()),
         });
         if shared.beat(true).await? != 1 {
             return Err(ClusterError::Fenced);
@@ -347,6 +433,9 @@ impl Membership {
             Err(e) => {
                 tracing::warn!(node = %s.me.node, error = %e, "leave failed; the lease will lapse")
             }
+        }
+        if let Ok(mut live) = s.live.lock() {
+            live.retain(|m| m.node != s.me.node);
         }
         let members: Vec<Member> =
             s.tx.borrow()

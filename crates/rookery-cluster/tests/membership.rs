@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{HEARTBEAT_MS, RedisServer, TTL_MS, eventually};
-use rookery_cluster::{ClusterError, DEFAULT_SHARDS, Membership, Role, View};
+use rookery_cluster::{ClusterError, DEFAULT_SHARDS, Membership, ReadyFilter, Role, View};
+use tokio::sync::watch;
 
 const SETTLE: Duration = Duration::from_millis(HEARTBEAT_MS * 10);
 
@@ -211,4 +212,80 @@ async fn invalid_input_is_a_config_error() {
         .await
         .unwrap_err();
     assert!(matches!(e, ClusterError::Config(_)));
+}
+
+/// A readiness filter (decision 0014: Kubernetes says which pods are ready) narrows the
+/// live Redis members; its changes show at once, and the view is the same for everyone.
+#[tokio::test]
+async fn readiness_filter_narrows_the_view() {
+    let r = RedisServer::start();
+    let ready = |names: &[&str]| ReadyFilter {
+        session: Some(names.iter().map(|s| s.to_string()).collect()),
+        cm: None,
+    };
+    let (tx, rx) = watch::channel(ready(&["s-a"]));
+    let join = |node: &'static str, roles: &'static [Role]| {
+        let (cfg, rx) = (common::config(&r), rx.clone());
+        async move {
+            Membership::join_with_readiness(&cfg, node, roles, "x:7000", DEFAULT_SHARDS, rx)
+                .await
+                .unwrap()
+        }
+    };
+    let a = join("s-a", &[Role::Session]).await;
+    // Not ready: joins (epoch, lease), but is not in any view, its own included.
+    let b = join("s-b", &[Role::Session]).await;
+    let c = join("cm-c", &[Role::Cm]).await;
+    assert!(!b.view().is_live("s-b", b.me().epoch));
+    assert!(b.view().owned_shards("s-b").is_empty());
+    assert!(!b.fenced());
+    let wait = |m: &Arc<Membership>, want: &'static [&'static str]| {
+        let mut w = m.watch();
+        async move {
+            tokio::time::timeout(
+                SETTLE,
+                w.wait_for(|v| {
+                    v.members
+                        .iter()
+                        .map(|m| m.node.as_str())
+                        .eq(want.iter().copied())
+                }),
+            )
+            .await
+            .expect("the view in time")
+            .unwrap();
+        }
+    };
+    for m in [&a, &b, &c] {
+        wait(m, &["cm-c", "s-a"]).await;
+    }
+    // Ready: in every view, without waiting for Redis.
+    tx.send_replace(ready(&["s-a", "s-b"]));
+    for m in [&a, &b, &c] {
+        wait(m, &["cm-c", "s-a", "s-b"]).await;
+    }
+    assert_eq!(
+        a.view().owned_shards("s-a").len() + a.view().owned_shards("s-b").len(),
+        usize::from(DEFAULT_SHARDS)
+    );
+    // Not ready any more: out at once, well before a lease could lapse; still alive
+    // in Redis (not fenced).
+    let t0 = Instant::now();
+    tx.send_replace(ready(&["s-b"]));
+    for m in [&a, &b, &c] {
+        wait(m, &["cm-c", "s-b"]).await;
+    }
+    assert!(t0.elapsed() < Duration::from_millis(TTL_MS));
+    assert!(!a.fenced());
+    assert_eq!(
+        b.view().owned_shards("s-b").len(),
+        usize::from(DEFAULT_SHARDS)
+    );
+    // The readiness source goes away: its last state stays in force, and Redis still
+    // removes members whose lease lapses.
+    drop(tx);
+    b.leave().await;
+    for m in [&a, &c] {
+        wait(m, &["cm-c"]).await;
+    }
 }

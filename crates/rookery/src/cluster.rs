@@ -39,6 +39,10 @@ pub struct ClusterNode {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     membership: Arc<Membership>,
+    /// `[cluster.kubernetes]`: the EndpointSlice watch, kept alive with the
+    /// node (it stops when dropped).
+    #[cfg(feature = "kubernetes")]
+    _kubernetes: Option<rookery_cluster::kubernetes::KubernetesDiscovery>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     store: StoreHandle,
@@ -60,6 +64,77 @@ fn default_node_name() -> String {
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "rookery".to_owned())
+}
+
+/// How long a start waits for the first list of EndpointSlices.
+#[cfg(feature = "kubernetes")]
+const KUBERNETES_SYNC: Duration = Duration::from_secs(30);
+
+#[cfg(feature = "kubernetes")]
+type Discovery = Option<rookery_cluster::kubernetes::KubernetesDiscovery>;
+#[cfg(not(feature = "kubernetes"))]
+type Discovery = ();
+
+/// Joins through Redis. With `[cluster.kubernetes] enabled`, first starts the
+/// EndpointSlice watch and waits for its first list, then joins with views
+/// that keep only ready pods (decision 0014).
+async fn join(
+    c: &crate::config::ClusterConfig,
+    node: &str,
+    roles: &[Role],
+    advertise: &str,
+) -> anyhow::Result<(Arc<Membership>, Discovery)> {
+    let context = || {
+        format!(
+            "joining the cluster through Redis at {}",
+            c.redis.urls.join(", ")
+        )
+    };
+    if !c.kubernetes.enabled {
+        let m = Membership::join(&c.redis, node, roles, advertise, c.shards)
+            .await
+            .with_context(context)?;
+        return Ok((m, Discovery::default()));
+    }
+    #[cfg(not(feature = "kubernetes"))]
+    anyhow::bail!(
+        "cluster.kubernetes.enabled: this rookery was built without the `kubernetes` feature"
+    );
+    #[cfg(feature = "kubernetes")]
+    {
+        use rookery_cluster::kubernetes::KubernetesDiscovery;
+        let k = &c.kubernetes;
+        if node != default_node_name() {
+            tracing::warn!(
+                node,
+                "cluster.node differs from the host name: with Kubernetes discovery the node name must be the pod name, or this node never enters the view"
+            );
+        }
+        let discovery = KubernetesDiscovery::start(k).await?;
+        anyhow::ensure!(
+            discovery.wait_synced(KUBERNETES_SYNC).await,
+            "the Kubernetes API did not list the EndpointSlices of {:?} and {:?} in namespace {:?} within {} s (the service account needs get, list and watch on endpointslices.discovery.k8s.io)",
+            k.session_service,
+            k.cm_service,
+            discovery.namespace(),
+            KUBERNETES_SYNC.as_secs()
+        );
+        info!(
+            namespace = discovery.namespace(),
+            "membership filtered by Kubernetes readiness"
+        );
+        let m = Membership::join_with_readiness(
+            &c.redis,
+            node,
+            roles,
+            advertise,
+            c.shards,
+            discovery.ready(),
+        )
+        .await
+        .with_context(context)?;
+        Ok((m, Some(discovery)))
+    }
 }
 
 /// Starts `roles` of this process as a cluster member.
@@ -91,14 +166,9 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
     } else {
         c.node.clone()
     };
-    let membership = Membership::join(&c.redis, &node, roles, &advertise, c.shards)
-        .await
-        .with_context(|| {
-            format!(
-                "joining the cluster through Redis at {}",
-                c.redis.urls.join(", ")
-            )
-        })?;
+    let (membership, discovery) = join(c, &node, roles, &advertise).await?;
+    #[cfg(not(feature = "kubernetes"))]
+    let () = discovery;
     let member = membership.me().clone();
     info!(node = %member.node, epoch = member.epoch, grpc = %advertise, ?roles, "joined the cluster");
 
@@ -113,6 +183,8 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
         sessions: None,
         metrics: metrics.clone(),
         membership: membership.clone(),
+        #[cfg(feature = "kubernetes")]
+        _kubernetes: discovery,
         shutdown: shutdown_tx,
         tasks: JoinSet::new(),
         store,

@@ -108,6 +108,9 @@ pub struct ClusterConfig {
     pub retry_for_ms: u64,
     /// `[cluster.redis]`: membership, shard map and routes.
     pub redis: rookery_cluster::RedisConfig,
+    /// `[cluster.kubernetes]`: membership filtered by Kubernetes readiness
+    /// (docs/decisions/0014-kubernetes-discovery.md).
+    pub kubernetes: rookery_cluster::KubernetesConfig,
 }
 
 impl Default for ClusterConfig {
@@ -120,6 +123,7 @@ impl Default for ClusterConfig {
             rpc_timeout_ms: 2000,
             retry_for_ms: 10_000,
             redis: rookery_cluster::RedisConfig::default(),
+            kubernetes: rookery_cluster::KubernetesConfig::default(),
         }
     }
 }
@@ -318,6 +322,10 @@ impl Config {
             .redis
             .validate()
             .map_err(|e| anyhow::anyhow!("cluster.redis: {e}"))?;
+        self.cluster
+            .kubernetes
+            .validate()
+            .map_err(|e| anyhow::anyhow!("cluster.kubernetes: {e}"))?;
         if self.store.backend == StoreBackend::Scylla {
             let s = &self.store.scylla;
             s.check()
@@ -477,6 +485,29 @@ mod tests {
         }
     }
 
+    #[test]
+    fn cluster_kubernetes_section() {
+        let c = Config::parse("").unwrap();
+        assert!(!c.cluster.kubernetes.enabled);
+        assert_eq!(c.cluster.kubernetes.session_service, "rookery-session");
+        assert_eq!(c.cluster.kubernetes.cm_service, "rookery-cm");
+        let c = Config::parse(
+            "[cluster.kubernetes]\nenabled = true\nnamespace = 'chat'\ncm_service = ''\n",
+        )
+        .unwrap();
+        assert!(c.cluster.kubernetes.enabled);
+        assert_eq!(c.cluster.kubernetes.namespace, "chat");
+        assert!(c.cluster.kubernetes.cm_service.is_empty());
+        assert!(Config::parse("[cluster.kubernetes]\nservice = 'x'").is_err());
+        assert!(Config::parse("[cluster.kubernetes]\nenabled = true\nnamespace = 'Chat'").is_err());
+        assert!(
+            Config::parse(
+                "[cluster.kubernetes]\nenabled = true\nsession_service = ''\ncm_service = ''"
+            )
+            .is_err()
+        );
+    }
+
     /// Every option of every section, as the code defines it, is documented
     /// in docs/configuration.md and present in deploy/rookery.example.toml.
     #[test]
@@ -492,28 +523,33 @@ mod tests {
         let defaults: toml::Table =
             toml::from_str(&toml::to_string(&Config::default()).unwrap()).unwrap();
         let mut missing = Vec::new();
-        for (section, table) in &defaults {
-            let Some(table) = table.as_table() else {
-                continue;
-            };
+        // Sections and their sub-sections (`[cluster.redis]`, …), depth first.
+        let mut sections: Vec<(String, &toml::Table, Option<&toml::Table>)> = defaults
+            .iter()
+            .filter_map(|(name, t)| {
+                let t = t.as_table()?;
+                let ex = example_table.get(name).and_then(|e| e.as_table());
+                Some((name.clone(), t, ex))
+            })
+            .collect();
+        while let Some((section, table, example)) = sections.pop() {
             if !doc.contains(&format!("[{section}]")) {
                 missing.push(format!("[{section}] in docs"));
             }
-            let mut keys: Vec<&String> = table.keys().collect();
-            if section == "tls" {
-                // cert and key have no default; checked below.
-                keys.retain(|k| *k != "cert" && *k != "key");
-            }
-            for key in keys {
+            for (key, value) in table {
                 if !doc.contains(&format!("`{key}`")) {
                     missing.push(format!("{section}.{key} in docs"));
                 }
-                let in_example = example_table
-                    .get(section)
-                    .and_then(|t| t.as_table())
-                    .is_some_and(|t| t.contains_key(key));
-                if !in_example {
+                let in_example = example.and_then(|t| t.get(key));
+                if in_example.is_none() {
                     missing.push(format!("{section}.{key} in the example"));
+                }
+                if let Some(sub) = value.as_table() {
+                    sections.push((
+                        format!("{section}.{key}"),
+                        sub,
+                        in_example.and_then(|e| e.as_table()),
+                    ));
                 }
             }
         }
