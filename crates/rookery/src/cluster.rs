@@ -19,6 +19,7 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::server::{StoreHandle, listen, serve_c2s, serve_http, server_secret, tls_config};
+use crate::telemetry::Telemetry;
 
 /// A running cluster member.
 #[derive(Debug)]
@@ -41,6 +42,16 @@ pub struct ClusterNode {
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     store: StoreHandle,
+    telemetry: Telemetry,
+}
+
+/// This node's name: `cluster.node`, or else the host name.
+pub(crate) fn node_name(config: &Config) -> String {
+    if config.cluster.node.is_empty() {
+        default_node_name()
+    } else {
+        config.cluster.node.clone()
+    }
 }
 
 /// The node name when none is configured: the host name.
@@ -76,11 +87,15 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
     } else {
         c.grpc_advertise.clone()
     };
-    let node = if c.node.is_empty() {
-        default_node_name()
-    } else {
-        c.node.clone()
-    };
+    let node = node_name(&config);
+    let role_names: Vec<&str> = roles
+        .iter()
+        .map(|r| match r {
+            Role::Cm => "cm",
+            Role::Session => "session",
+        })
+        .collect();
+    let telemetry = Telemetry::start(&config.telemetry, &node, &role_names.join(","))?;
     let membership = Membership::join(&c.redis, &node, roles, &advertise, c.shards)
         .await
         .with_context(|| {
@@ -106,6 +121,7 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
         shutdown: shutdown_tx,
         tasks: JoinSet::new(),
         store,
+        telemetry,
     };
 
     let session_service = if roles.contains(&Role::Session) {
@@ -186,5 +202,7 @@ impl ClusterNode {
         if let Err(e) = self.store.flush().await {
             tracing::warn!(error = %e, "archive rows not written at shutdown");
         }
+        // The spans of the last stanzas go to the collector.
+        self.telemetry.shutdown().await;
     }
 }
