@@ -135,7 +135,9 @@ impl Hop {
     }
 
     /// Starts span `name` as a child of the current context (see
-    /// [`within`]), or `None` when tracing is off.
+    /// [`within`]), or `None` when tracing is off or the current context
+    /// has no sampled span: traces start at the cm's [`names::RECEIVE`],
+    /// and a hop of a stanza not sampled there costs nothing more.
     pub fn child(
         name: &'static str,
         kind: SpanKind,
@@ -144,7 +146,11 @@ impl Hop {
         if !enabled() {
             return None;
         }
-        Hop::start(name, kind, &Context::current(), attributes)
+        let parent = Context::current();
+        if !parent.span().span_context().is_sampled() {
+            return None;
+        }
+        Hop::start(name, kind, &parent, attributes)
     }
 
     /// The context with this span current: the parent of the next hops.
@@ -190,9 +196,10 @@ pub fn span_context(cx: &Context) -> SpanContext {
 }
 
 /// Writes `cx`'s span context into `carrier` (W3C `traceparent`,
-/// `tracestate`). Nothing when tracing is off or there is no span.
+/// `tracestate`). Nothing when tracing is off or there is no sampled span
+/// (the next hop then makes none either).
 pub fn inject(cx: &Context, carrier: &mut dyn Injector) {
-    if !enabled() || !cx.span().span_context().is_valid() {
+    if !enabled() || !cx.span().span_context().is_sampled() {
         return;
     }
     if let Ok(i) = INSTALLED.read()
@@ -226,14 +233,15 @@ impl Carried {
     /// Nothing carried.
     pub const NONE: Carried = Carried(None);
 
-    /// The current context's span, if tracing is on and there is one.
+    /// The current context's span, if tracing is on and it is sampled.
     pub fn current() -> Carried {
         if !enabled() {
             return Carried(None);
         }
         Context::map_current(|cx| {
-            let sc = cx.span().span_context().clone();
-            Carried(sc.is_valid().then(|| Box::new(sc)))
+            let span = cx.span();
+            let sc = span.span_context();
+            Carried(sc.is_sampled().then(|| Box::new(sc.clone())))
         })
     }
 

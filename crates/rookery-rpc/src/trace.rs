@@ -76,12 +76,16 @@ pub(crate) fn inject<T>(r: &mut Request<T>, hop: Option<&Hop>) {
 }
 
 /// The server span of call `name`, under the caller's span named in the
-/// request's metadata (a new trace if there is none).
+/// request's metadata; none if the caller sent no sampled span (traces
+/// start at the cm).
 pub(crate) fn server<T>(name: &'static str, r: &Request<T>) -> Option<Hop> {
     if !telemetry::enabled() {
         return None;
     }
     let parent = telemetry::extract(&MetadataExtractor(r.metadata()));
+    if !telemetry::span_context(&parent).is_sampled() {
+        return None;
+    }
     Hop::start(name, SpanKind::Server, &parent, || rpc_attributes(name))
 }
 

@@ -381,4 +381,29 @@ async fn one_message_is_one_trace_on_a_single_node() {
     assert_eq!(got[2].attributes["xmpp.stanza.kind"], "message");
     assert_eq!(got[2].attributes["rookery.node"], "solo");
     drop((a, b));
+
+    // Sampled out at the root (ratio 0): no hop makes a span. Shutdown
+    // returns once every export is done, so the count is final then.
+    let before = collector.spans.lock().unwrap().len();
+    let mut server = TestServer::start_with(|c| {
+        c.telemetry.otlp_endpoint = endpoint.clone();
+        c.telemetry.sample_ratio = 0.0;
+    })
+    .await;
+    server.add_user("alice", "pw").await;
+    server.add_user("bob", "pw").await;
+    let mut a = server.login("alice", "pw", "r").await;
+    let mut b = server.login("bob", "pw", "r").await;
+    a.send("<message to='bob@localhost/r' id='unsampled'><body>hi</body></message>")
+        .await;
+    assert_eq!(b.next_message().await.attr("id"), Some("unsampled"));
+    server.stop().await;
+    let after = collector.spans.lock().unwrap().len();
+    assert_eq!(
+        before,
+        after,
+        "\n{}",
+        dump(&collector.spans.lock().unwrap())
+    );
+    drop((a, b));
 }
