@@ -98,6 +98,10 @@ pub struct Cluster {
     bin: PathBuf,
     /// Extra TOML appended to every node's `[cluster]` section.
     extra: String,
+    /// More TOML at the end of every node's file (other sections).
+    tail: String,
+    /// Environment variables of every node's process.
+    env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -112,6 +116,21 @@ impl Cluster {
         extra: &str,
         redis_extra: &str,
     ) -> Cluster {
+        Cluster::start_with(bin, sessions, cms, extra, redis_extra, "", &[])
+    }
+
+    /// [`Cluster::start`], with `tail` (TOML sections, e.g. `[telemetry]`)
+    /// at the end of every node's configuration file and `env` in every
+    /// node's environment.
+    pub fn start_with(
+        bin: &Path,
+        sessions: usize,
+        cms: usize,
+        extra: &str,
+        redis_extra: &str,
+        tail: &str,
+        env: &[(&str, &str)],
+    ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let redis = RedisServer::start();
         let mut c = Cluster {
@@ -121,6 +140,11 @@ impl Cluster {
             lines: watch::Sender::new(0),
             bin: bin.to_owned(),
             extra: format!("{extra}\n[cluster.redis]\n{redis_extra}\n"),
+            tail: tail.to_owned(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         for i in 1..=sessions {
             c.add_node(&format!("session{i}"), "session");
@@ -153,8 +177,9 @@ impl Cluster {
                 "[server]\ndata_dir = \"{}\"\n[c2s]\nlisten = {listen}\ndirect_tls_listen = []\n\
                  auth_failure_delay_ms = 10\nauth_failure_max_delay_ms = 50\n\
                  [http]\nlisten = [\"127.0.0.1:{http}\"]\n[log]\nlevel = \"info,rookery_rpc=debug\"\n\
-                 [cluster]\nnode = \"{name}\"\ngrpc_listen = \"127.0.0.1:{grpc}\"\n{extra}",
-                data.display()
+                 [cluster]\nnode = \"{name}\"\ngrpc_listen = \"127.0.0.1:{grpc}\"\n{extra}\n{}",
+                data.display(),
+                self.tail
             ),
         )
         .unwrap();
@@ -184,6 +209,7 @@ impl Cluster {
             .arg(&node.config)
             .args(["serve", "--role", node.role])
             .env_remove("RUST_LOG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

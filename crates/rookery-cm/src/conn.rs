@@ -17,6 +17,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use rookery_core::metrics::{AuthLabel, KindLabel, TransportLabel};
 use rookery_core::roles::{SmError, SmParams};
+use rookery_core::telemetry::{self, Carried, Hop, KeyValue, SpanKind};
 use rookery_core::{
     BindRequest, ClientLink, DeliverError, Jid, Stanza, StanzaError, StanzaKind, StreamError,
     new_id,
@@ -89,19 +90,27 @@ fn stream_err(condition: &'static str, text: &str) -> End {
     End::Stream(StreamError::new(condition).with_text(text))
 }
 
+/// A stanza queued for the client, with the span of the hop that queued it
+/// when it is traced (the parent of its `c2s.write` span).
+type Queued = (Arc<Element>, Carried);
+
 /// The session side's handle on this connection (in-process [`ClientLink`]).
 #[derive(Debug)]
 struct ChannelLink {
-    tx: mpsc::Sender<Arc<Element>>,
+    tx: mpsc::Sender<Queued>,
     close: watch::Sender<Option<StreamError>>,
 }
 
 impl ClientLink for ChannelLink {
     fn deliver(&self, stanza: Arc<Element>) -> Result<(), DeliverError> {
-        self.tx.try_send(stanza).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => DeliverError::Full,
-            mpsc::error::TrySendError::Closed(_) => DeliverError::Closed,
-        })
+        // The span of the caller (session routing, or the cm's Deliver)
+        // goes along when tracing is on; nothing otherwise.
+        self.tx
+            .try_send((stanza, Carried::current()))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => DeliverError::Full,
+                mpsc::error::TrySendError::Closed(_) => DeliverError::Closed,
+            })
     }
     fn close(&self, error: StreamError) {
         self.close.send_replace(Some(error));
@@ -153,7 +162,10 @@ struct Conn {
     /// `<a/>` elements received from the client.
     acks_in: u64,
     /// Stanzas from the session side, once bound.
-    rx: Option<mpsc::Receiver<Arc<Element>>>,
+    rx: Option<mpsc::Receiver<Queued>>,
+    /// `c2s.write` spans of the traced stanzas in `out`, ended once it is
+    /// written (always empty when tracing is off).
+    writing: Vec<Hop>,
     /// XEP-0352: the client said it is inactive.
     inactive: bool,
     /// Stanzas held back while inactive.
@@ -186,6 +198,7 @@ pub(crate) async fn run(c2s: Arc<C2s>, tcp: TcpStream, peer: SocketAddr, direct_
         draining: false,
         acks_in: 0,
         rx: None,
+        writing: Vec::new(),
         inactive: false,
         held: Default::default(),
     };
@@ -335,6 +348,12 @@ impl Conn {
             s.flush().await
         })
         .await;
+        // The traced stanzas in this write are written (or lost with it).
+        for hop in self.writing.drain(..) {
+            if !matches!(r, Ok(Ok(()))) {
+                hop.fail("not written");
+            }
+        }
         match r {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(End::Gone),
@@ -479,13 +498,7 @@ impl Conn {
     /// Stream negotiation up to a bound resource.
     async fn negotiate(
         &mut self,
-    ) -> Result<
-        (
-            mpsc::Receiver<Arc<Element>>,
-            watch::Receiver<Option<StreamError>>,
-        ),
-        End,
-    > {
+    ) -> Result<(mpsc::Receiver<Queued>, watch::Receiver<Option<StreamError>>), End> {
         'restart: loop {
             self.open_stream().await?;
             loop {
@@ -701,13 +714,7 @@ impl Conn {
     async fn bind(
         &mut self,
         iq: Element,
-    ) -> Result<
-        Option<(
-            mpsc::Receiver<Arc<Element>>,
-            watch::Receiver<Option<StreamError>>,
-        )>,
-        End,
-    > {
+    ) -> Result<Option<(mpsc::Receiver<Queued>, watch::Receiver<Option<StreamError>>)>, End> {
         let Some(user) = self.user.clone() else {
             return Err(stream_err("not-authorized", "authenticate first"));
         };
@@ -774,13 +781,7 @@ impl Conn {
     async fn resume(
         &mut self,
         el: &Element,
-    ) -> Result<
-        Option<(
-            mpsc::Receiver<Arc<Element>>,
-            watch::Receiver<Option<StreamError>>,
-        )>,
-        End,
-    > {
+    ) -> Result<Option<(mpsc::Receiver<Queued>, watch::Receiver<Option<StreamError>>)>, End> {
         let Some(user) = self.user.clone() else {
             return Err(stream_err("not-authorized", "authenticate first"));
         };
@@ -949,14 +950,33 @@ impl Conn {
     /// Writes out what the session side has queued so far.
     fn drain_rx(&mut self) {
         self.release_held();
-        while let Some(el) = self.rx.as_mut().and_then(|r| r.try_recv().ok()) {
+        while let Some((el, carried)) = self.rx.as_mut().and_then(|r| r.try_recv().ok()) {
+            self.write_hop(&el, &carried);
             self.push(&el);
+        }
+    }
+
+    /// Starts the `c2s.write` span of a traced stanza taken from the queue;
+    /// it ends when the write that carries it is done.
+    fn write_hop(&mut self, el: &Element, carried: &Carried) {
+        if carried.is_some()
+            && let Some(hop) = carried.start(telemetry::names::WRITE, SpanKind::Producer, || {
+                vec![
+                    KeyValue::new(
+                        "xmpp.stanza.kind",
+                        StanzaKind::of(el).map_or("other", StanzaKind::as_str),
+                    ),
+                    KeyValue::new("rookery.conn", self.id as i64),
+                ]
+            })
+        {
+            self.writing.push(hop);
         }
     }
 
     async fn established(
         &mut self,
-        rx: mpsc::Receiver<Arc<Element>>,
+        rx: mpsc::Receiver<Queued>,
         mut close_rx: watch::Receiver<Option<StreamError>>,
     ) -> Result<(), End> {
         self.rx = Some(rx);
@@ -1002,11 +1022,11 @@ impl Conn {
                         return Err(End::Stream(e));
                     }
                 }
-                Some(el) = recv_opt(&mut self.rx) => {
-                    self.outbound(el);
+                Some(q) = recv_opt(&mut self.rx) => {
+                    self.outbound(q);
                     for _ in 1..WRITE_BATCH {
                         match self.rx.as_mut().map(|r| r.try_recv()) {
-                            Some(Ok(el)) => self.outbound(el),
+                            Some(Ok(q)) => self.outbound(q),
                             _ => break,
                         }
                     }
@@ -1061,14 +1081,16 @@ impl Conn {
 
     /// A stanza for the client: written, or held while the client is
     /// inactive and the stanza can wait (XEP-0352).
-    fn outbound(&mut self, el: Arc<Element>) {
+    fn outbound(&mut self, (el, carried): Queued) {
         if self.inactive && !crate::csi::urgent(&el) {
+            // Held: its trace ends here (a held stanza has no write span).
             if !self.held.hold(el) {
                 self.release_held();
             }
             return;
         }
         self.release_held();
+        self.write_hop(&el, &carried);
         self.push(&el);
     }
 
@@ -1151,7 +1173,21 @@ impl Conn {
         }
         match Stanza::parse(el) {
             Ok(stanza) => {
-                self.c2s.sessions.route(&full, stanza).await;
+                // The root of the stanza's trace (when tracing is on).
+                let hop = Hop::start(
+                    telemetry::names::RECEIVE,
+                    SpanKind::Server,
+                    &telemetry::Context::new(),
+                    || {
+                        let mut a = vec![
+                            KeyValue::new("xmpp.stanza.kind", kind.as_str()),
+                            KeyValue::new("rookery.conn", self.id as i64),
+                        ];
+                        a.extend(telemetry::node());
+                        a
+                    },
+                );
+                telemetry::within(hop.as_ref(), self.c2s.sessions.route(&full, stanza)).await;
                 Ok(())
             }
             Err((el, e)) => {
@@ -1168,7 +1204,7 @@ impl Conn {
     }
 }
 
-async fn recv_opt(rx: &mut Option<mpsc::Receiver<Arc<Element>>>) -> Option<Arc<Element>> {
+async fn recv_opt(rx: &mut Option<mpsc::Receiver<Queued>>) -> Option<Queued> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

@@ -9,6 +9,7 @@ pub mod error;
 pub mod metrics;
 pub mod roles;
 pub mod stanza;
+pub mod telemetry;
 pub mod users;
 
 pub use error::{ErrorType, StanzaError, StreamError};

@@ -18,8 +18,9 @@ use rookery_xml::Element;
 use tonic::{Request, Response, Status};
 use tracing::{debug, warn};
 
-use crate::conv;
 use crate::{Channels, RpcConfig, call_owner};
+use crate::{conv, trace};
+use rookery_core::telemetry::{self, KeyValue, names};
 
 /// The links of the clients this cm holds, by connection id, with the full
 /// JID once bound.
@@ -186,13 +187,17 @@ impl SessionService for RemoteSessions {
                 self.membership.view().shards,
             )),
         };
-        if let Err(s) = self
+        let hop = trace::client(names::RPC_ROUTE);
+        let r = self
             .call("Route", from, |mut c| {
-                let m = req(msg.clone(), &self.config);
+                let mut m = req(msg.clone(), &self.config);
+                trace::inject(&mut m, hop.as_ref());
                 async move { c.route(m).await }
             })
-            .await
-        {
+            .await;
+        trace::outcome(hop.as_ref(), &r);
+        drop(hop);
+        if let Err(s) = r {
             warn!(%from, error = %s, "stanza not routed");
             // The sender learns it (RFC 6120 §8.3: a wait-type error it
             // may retry), on the connection that sent it.
@@ -369,7 +374,14 @@ impl cmpb::connection_manager_server::ConnectionManager for CmService {
         &self,
         request: Request<cmpb::DeliverRequest>,
     ) -> Result<Response<cmpb::DeliverResponse>, Status> {
+        let hop = trace::server(names::RPC_DELIVER, &request);
         let r = request.into_inner();
+        if let Some(h) = &hop {
+            h.set(KeyValue::new(
+                "rookery.deliveries",
+                r.deliveries.len() as i64,
+            ));
+        }
         // A node acting on a stale epoch (restarted or cut off) is refused.
         if !self.membership.view().is_live(&r.node, r.epoch) {
             return Err(Status::failed_precondition(format!(
@@ -398,7 +410,26 @@ impl cmpb::connection_manager_server::ConnectionManager for CmService {
                         warn!(node = %r.node, "malformed stanza from a session node dropped");
                         continue;
                     };
-                    match link.deliver(Arc::new(el)) {
+                    // A traced stanza is queued under its own trace: this
+                    // call's span if it is of the same trace, else the
+                    // span that queued it on the session node.
+                    let delivered = {
+                        let parent = d.trace.as_ref().map(|t| {
+                            let cx = trace::carried(t);
+                            match &hop {
+                                Some(h)
+                                    if telemetry::span_context(&cx).trace_id()
+                                        == h.span_context().trace_id() =>
+                                {
+                                    h.context().clone()
+                                }
+                                _ => cx,
+                            }
+                        });
+                        let _current = parent.map(telemetry::Context::attach);
+                        link.deliver(Arc::new(el))
+                    };
+                    match delivered {
                         Ok(()) => {}
                         Err(DeliverError::Full) => {
                             link.close(

@@ -22,7 +22,6 @@ pub(crate) fn envelope(el: &Element, owner_of: &Jid, shards: u16) -> pb::Envelop
         id: el.attr("id").unwrap_or_default().to_owned(),
         shard: u32::from(shard_of(owner_of.to_bare().as_str(), shards)),
         xml: el.to_xml_string().into_bytes(),
-        trace: None,
     }
 }
 

@@ -18,6 +18,7 @@
 mod cm;
 mod conv;
 mod session;
+mod trace;
 
 use std::collections::HashMap;
 use std::future::Future;

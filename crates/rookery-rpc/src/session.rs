@@ -26,7 +26,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
-use crate::{Channels, RpcConfig, call_owner, conv};
+use crate::{Channels, RpcConfig, call_owner, conv, trace};
+use rookery_core::telemetry::{self, Hop, KeyValue, names};
 
 /// Deliveries queued for one cm before its clients are told it is full.
 const CM_QUEUE: usize = 100_000;
@@ -654,7 +655,8 @@ impl Peers for SessionNode {
             stanza: Some(env),
         };
         let config = self.config;
-        call_owner(
+        let hop = trace::client(names::RPC_FORWARD);
+        let r = call_owner(
             &self.membership,
             &self.channels,
             &self.config,
@@ -664,12 +666,13 @@ impl Peers for SessionNode {
             |ch| {
                 let mut r = Request::new(msg.clone());
                 r.set_timeout(config.call_deadline());
+                trace::inject(&mut r, hop.as_ref());
                 async move { SessionClient::new(ch).forward(r).await }
             },
         )
-        .await
-        .map(|_| ())
-        .map_err(|s| {
+        .await;
+        trace::outcome(hop.as_ref(), &r);
+        r.map(|_| ()).map_err(|s| {
             warn!(to = %job.to, error = %s, "no owner took a stanza");
             StanzaError::resource_constraint()
                 .with_text("the recipient's session service is unavailable")
@@ -681,8 +684,85 @@ impl Peers for SessionNode {
 #[derive(Debug)]
 pub struct SessionGrpc(Arc<SessionNode>);
 
+impl SessionGrpc {
+    /// `Route`, within its server span.
+    async fn route_inner(
+        &self,
+        request: Request<pb::RouteRequest>,
+    ) -> Result<Response<pb::RouteResponse>, Status> {
+        let n = &self.0;
+        let r = request.into_inner();
+        n.check_caller(r.cm.as_ref())?;
+        let stanza = conv::open(r.stanza)?;
+        let from = stanza
+            .from()
+            .cloned()
+            .ok_or_else(|| Status::invalid_argument("a routed stanza needs a from"))?;
+        let _gate = n.enter(&from).await?;
+        n.sessions.route(&from, stanza).await;
+        // Acknowledged means handed on: what was queued for cms is with them.
+        n.flush_deliveries().await;
+        Ok(Response::new(pb::RouteResponse {}))
+    }
+
+    /// `Forward`, within its server span.
+    async fn forward_inner(
+        &self,
+        request: Request<pb::ForwardRequest>,
+    ) -> Result<Response<pb::ForwardResponse>, Status> {
+        let n = &self.0;
+        let r = request.into_inner();
+        n.check_caller(r.caller.as_ref())?;
+        let env = r
+            .stanza
+            .ok_or_else(|| Status::invalid_argument("no stanza"))?;
+        let from = conv::jid(&env.from, "from")?;
+        let to = conv::jid(&env.to, "to")?;
+        let _gate = n.enter(&to).await?;
+        let kind = match pb::ForwardKind::try_from(r.kind) {
+            Ok(pb::ForwardKind::Route) => ForwardKind::Route { archived: false },
+            Ok(pb::ForwardKind::RouteArchived) => ForwardKind::Route { archived: true },
+            Ok(pb::ForwardKind::Presence) => ForwardKind::Presence,
+            Ok(pb::ForwardKind::Deliver) => ForwardKind::Deliver,
+            _ => return Err(Status::invalid_argument("unknown forward kind")),
+        };
+        let stanza = conv::open(Some(env))?.element().clone();
+        n.sessions
+            .inbound(Forward {
+                kind,
+                from,
+                to,
+                stanza,
+            })
+            .await
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        n.flush_deliveries().await;
+        Ok(Response::new(pb::ForwardResponse {}))
+    }
+}
+
 #[async_trait]
 impl Session for SessionGrpc {
+    async fn route(
+        &self,
+        request: Request<pb::RouteRequest>,
+    ) -> Result<Response<pb::RouteResponse>, Status> {
+        let hop = trace::server(names::RPC_ROUTE, &request);
+        let r = telemetry::within(hop.as_ref(), self.route_inner(request)).await;
+        trace::outcome(hop.as_ref(), &r);
+        r
+    }
+
+    async fn forward(
+        &self,
+        request: Request<pb::ForwardRequest>,
+    ) -> Result<Response<pb::ForwardResponse>, Status> {
+        let hop = trace::server(names::RPC_FORWARD, &request);
+        let r = telemetry::within(hop.as_ref(), self.forward_inner(request)).await;
+        trace::outcome(hop.as_ref(), &r);
+        r
+    }
+
     async fn bind(
         &self,
         request: Request<pb::BindRequest>,
@@ -732,25 +812,6 @@ impl Session for SessionGrpc {
             .unbind(&jid, SessionNode::conn_key(&cm, r.conn_id))
             .await;
         Ok(Response::new(pb::UnbindResponse {}))
-    }
-
-    async fn route(
-        &self,
-        request: Request<pb::RouteRequest>,
-    ) -> Result<Response<pb::RouteResponse>, Status> {
-        let n = &self.0;
-        let r = request.into_inner();
-        n.check_caller(r.cm.as_ref())?;
-        let stanza = conv::open(r.stanza)?;
-        let from = stanza
-            .from()
-            .cloned()
-            .ok_or_else(|| Status::invalid_argument("a routed stanza needs a from"))?;
-        let _gate = n.enter(&from).await?;
-        n.sessions.route(&from, stanza).await;
-        // Acknowledged means handed on: what was queued for cms is with them.
-        n.flush_deliveries().await;
-        Ok(Response::new(pb::RouteResponse {}))
     }
 
     async fn sm_enable(
@@ -860,40 +921,6 @@ impl Session for SessionGrpc {
             result: Some(result),
         }))
     }
-
-    async fn forward(
-        &self,
-        request: Request<pb::ForwardRequest>,
-    ) -> Result<Response<pb::ForwardResponse>, Status> {
-        let n = &self.0;
-        let r = request.into_inner();
-        n.check_caller(r.caller.as_ref())?;
-        let env = r
-            .stanza
-            .ok_or_else(|| Status::invalid_argument("no stanza"))?;
-        let from = conv::jid(&env.from, "from")?;
-        let to = conv::jid(&env.to, "to")?;
-        let _gate = n.enter(&to).await?;
-        let kind = match pb::ForwardKind::try_from(r.kind) {
-            Ok(pb::ForwardKind::Route) => ForwardKind::Route { archived: false },
-            Ok(pb::ForwardKind::RouteArchived) => ForwardKind::Route { archived: true },
-            Ok(pb::ForwardKind::Presence) => ForwardKind::Presence,
-            Ok(pb::ForwardKind::Deliver) => ForwardKind::Deliver,
-            _ => return Err(Status::invalid_argument("unknown forward kind")),
-        };
-        let stanza = conv::open(Some(env))?.element().clone();
-        n.sessions
-            .inbound(Forward {
-                kind,
-                from,
-                to,
-                stanza,
-            })
-            .await
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
-        n.flush_deliveries().await;
-        Ok(Response::new(pb::ForwardResponse {}))
-    }
 }
 
 /// One queued thing for a cm.
@@ -957,6 +984,7 @@ async fn run_sender(
         let Some(n) = node.upgrade() else { return };
         let me_member = n.membership.me().clone();
         let mut backoff = Duration::from_millis(10);
+        let hop = deliver_hop(&batch);
         loop {
             let mut r = Request::new(cmpb::DeliverRequest {
                 node: me_member.node.clone(),
@@ -964,6 +992,7 @@ async fn run_sender(
                 deliveries: batch.clone(),
             });
             r.set_timeout(n.config.timeout);
+            trace::inject(&mut r, hop.as_ref());
             let started = std::time::Instant::now();
             let res = tokio::time::timeout(n.config.timeout, client.deliver(r))
                 .await
@@ -976,6 +1005,9 @@ async fn run_sender(
                     outcome: if res.is_ok() { "ok" } else { "error" },
                 })
                 .observe(started.elapsed().as_secs_f64());
+            if res.is_ok() {
+                trace::outcome(hop.as_ref(), &res);
+            }
             match res {
                 Ok(_) => {
                     if let Some(me) = me.upgrade() {
@@ -989,6 +1021,7 @@ async fn run_sender(
                     // side keeps what stream management has not seen acked).
                     if !n.membership.view().is_live(&cm.node, cm.epoch) {
                         debug!(cm = %cm.node, "cm gone, its deliveries dropped");
+                        trace::outcome(hop.as_ref(), &Err::<(), _>(s));
                         if let Some(me) = me.upgrade() {
                             me.dead.store(true, std::sync::atomic::Ordering::Relaxed);
                             me.acked.send_modify(|_| {});
@@ -1006,6 +1039,28 @@ async fn run_sender(
     }
 }
 
+/// The client span of a `Deliver` call, when some of its deliveries are
+/// traced: under the first traced delivery's span, linked to those of
+/// other traces (at most 32).
+fn deliver_hop(batch: &[Delivery]) -> Option<Hop> {
+    if !telemetry::enabled() {
+        return None;
+    }
+    let mut traced = batch.iter().filter_map(|d| d.trace.as_ref());
+    let parent = trace::carried(traced.next()?);
+    let trace_id = telemetry::span_context(&parent).trace_id();
+    let mut links = Vec::new();
+    for t in traced {
+        let sc = telemetry::span_context(&trace::carried(t));
+        if sc.is_valid() && sc.trace_id() != trace_id && links.len() < 32 {
+            links.push(sc);
+        }
+    }
+    let hop = trace::client_under(names::RPC_DELIVER, &parent, links)?;
+    hop.set(KeyValue::new("rookery.deliveries", batch.len() as i64));
+    Some(hop)
+}
+
 /// A client held by a cm, as the session logic sees it.
 #[derive(Debug)]
 struct RemoteLink {
@@ -1020,6 +1075,8 @@ impl ClientLink for RemoteLink {
             what: Some(cmpb::delivery::What::Xml(
                 stanza.to_xml_string().into_bytes(),
             )),
+            // The span of the hop delivering it, when traced.
+            trace: trace::carry(),
         })
     }
 
@@ -1030,6 +1087,7 @@ impl ClientLink for RemoteLink {
                 condition: error.condition.to_owned(),
                 text: error.text.unwrap_or_default(),
             })),
+            trace: None,
         });
     }
 }

@@ -348,5 +348,56 @@ fn route(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, route);
+/// `traced/*`: `route` of a message to a full JID without archiving, as
+/// the cm calls it, with tracing off (`off`: what every other bench here
+/// measures) and on (`on`: an SDK tracer, always sampling, no exporter; each
+/// call under a `c2s.receive` root span as at the cm, so `session.route`
+/// and the delivery's carried span context are made too). Tracing is
+/// installed for the rest of the process, so this group runs last.
+fn traced(c: &mut Criterion) {
+    use opentelemetry::trace::TracerProvider as _;
+    use rookery_core::telemetry::{self, Context, Hop, SpanKind};
+
+    let f = Fixture::new();
+    let n = f.pairs.len();
+    let stanzas: Vec<Stanza> = f
+        .pairs
+        .iter()
+        .map(|&(s, r)| chat(&f.full[s], &f.full[r], false))
+        .collect();
+    let mut group = c.benchmark_group("traced");
+    group.throughput(Throughput::Elements(1));
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    for on in [false, true] {
+        if on {
+            telemetry::install(
+                opentelemetry::global::BoxedTracer::new(Box::new(provider.tracer("bench"))),
+                Box::new(opentelemetry_sdk::propagation::TraceContextPropagator::new()),
+                "bench",
+            );
+        }
+        let mut k = 0usize;
+        group.bench_function(if on { "on" } else { "off" }, |b| {
+            b.iter_batched(
+                || {
+                    k = (k + 1) % n;
+                    (f.pairs[k].0, stanzas[k].clone())
+                },
+                |(from, stanza)| {
+                    f.rt.block_on(async {
+                        let root =
+                            Hop::start("c2s.receive", SpanKind::Server, &Context::new(), Vec::new);
+                        telemetry::within(root.as_ref(), f.sessions.route(&f.full[from], stanza))
+                            .await
+                    })
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+    telemetry::uninstall();
+}
+
+criterion_group!(benches, route, traced);
 criterion_main!(benches);

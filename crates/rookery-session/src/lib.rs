@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use rookery_core::metrics::Metrics;
 use rookery_core::roles::{Resumed, SmError, SmParams};
+use rookery_core::telemetry::{self, Hop, KeyValue, SpanKind};
 use rookery_core::{
     BindError, BindRequest, ClientLink, DeliverError, Jid, SessionService, Stanza, StanzaError,
     StanzaKind, StoreError, StreamError, UserStore, new_id,
@@ -1454,6 +1455,18 @@ impl SessionService for LocalSessions {
     }
 
     async fn route(&self, from: &Jid, stanza: Stanza) {
+        // A child of the caller's span: the cm's receive span in one
+        // process, the Route call's in a cluster (nothing when tracing is off).
+        let hop = Hop::child(telemetry::names::ROUTE, SpanKind::Internal, || {
+            vec![KeyValue::new("xmpp.stanza.kind", stanza.kind().as_str())]
+        });
+        telemetry::within(hop.as_ref(), self.route_traced(from, stanza)).await;
+    }
+}
+
+impl LocalSessions {
+    /// [`SessionService::route`] within its span.
+    async fn route_traced(&self, from: &Jid, stanza: Stanza) {
         let sent_copy = (stanza.kind() == StanzaKind::Message).then(|| stanza.clone());
         let routed = self.route_stanza(from, stanza).await;
         if let Some(st) = sent_copy.filter(|_| routed) {

@@ -20,6 +20,7 @@ use tracing::info;
 
 use crate::config::{Config, DrainConfig};
 use crate::server::{StoreHandle, listen, serve_c2s, serve_http, server_secret, tls_config};
+use crate::telemetry::Telemetry;
 
 /// A running cluster member.
 #[derive(Debug)]
@@ -55,6 +56,16 @@ pub struct ClusterNode {
     /// What `/ready` answers.
     ready: Arc<AtomicBool>,
     drain: DrainConfig,
+    telemetry: Telemetry,
+}
+
+/// This node's name: `cluster.node`, or else the host name.
+pub(crate) fn node_name(config: &Config) -> String {
+    if config.cluster.node.is_empty() {
+        default_node_name()
+    } else {
+        config.cluster.node.clone()
+    }
 }
 
 /// The node name when none is configured: the host name.
@@ -161,11 +172,15 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
     } else {
         c.grpc_advertise.clone()
     };
-    let node = if c.node.is_empty() {
-        default_node_name()
-    } else {
-        c.node.clone()
-    };
+    let node = node_name(&config);
+    let role_names: Vec<&str> = roles
+        .iter()
+        .map(|r| match r {
+            Role::Cm => "cm",
+            Role::Session => "session",
+        })
+        .collect();
+    let telemetry = Telemetry::start(&config.telemetry, &node, &role_names.join(","))?;
     let (membership, discovery) = join(c, &node, roles, &advertise).await?;
     #[cfg(not(feature = "kubernetes"))]
     let () = discovery;
@@ -193,6 +208,7 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
         session_node: None,
         ready: Arc::new(AtomicBool::new(true)),
         drain: config.drain.clone(),
+        telemetry,
     };
 
     let session_service = if roles.contains(&Role::Session) {
@@ -324,5 +340,7 @@ impl ClusterNode {
         if let Err(e) = self.store.flush().await {
             tracing::warn!(error = %e, "archive rows not written at shutdown");
         }
+        // The spans of the last stanzas go to the collector.
+        self.telemetry.shutdown().await;
     }
 }

@@ -40,6 +40,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[drain]`
     pub drain: DrainConfig,
+    /// `[telemetry]`
+    pub telemetry: TelemetryConfig,
 }
 
 /// `[drain]`: what a cluster member does on SIGTERM
@@ -60,6 +62,31 @@ impl Default for DrainConfig {
         DrainConfig {
             grace_secs: 25,
             see_other_host: String::new(),
+        }
+    }
+}
+
+/// `[telemetry]`: traces of stanzas over OTLP/gRPC
+/// (docs/decisions/0013-telemetry.md). Metrics stay on `/metrics`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC endpoint of an OpenTelemetry collector, e.g.
+    /// `http://otel-collector:4317`; empty: no traces.
+    pub otlp_endpoint: String,
+    /// `service.name` of the spans.
+    pub service_name: String,
+    /// Fraction of stanzas traced, 0 to 1 (parent-based: a hop follows its
+    /// caller's decision).
+    pub sample_ratio: f64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: String::new(),
+            service_name: "rookery".into(),
+            sample_ratio: 1.0,
         }
     }
 }
@@ -326,6 +353,26 @@ impl Config {
             .kubernetes
             .validate()
             .map_err(|e| anyhow::anyhow!("cluster.kubernetes: {e}"))?;
+        let t = &self.telemetry;
+        if !t.otlp_endpoint.is_empty() {
+            anyhow::ensure!(
+                t.otlp_endpoint.starts_with("http://"),
+                "telemetry.otlp_endpoint must be an http:// URL of an OTLP/gRPC collector \
+                 (TLS to the collector is not supported), not {:?}",
+                t.otlp_endpoint
+            );
+            tonic::transport::Endpoint::from_shared(t.otlp_endpoint.clone()).map_err(|e| {
+                anyhow::anyhow!("telemetry.otlp_endpoint {:?}: {e}", t.otlp_endpoint)
+            })?;
+        }
+        anyhow::ensure!(
+            !t.service_name.is_empty(),
+            "telemetry.service_name must not be empty"
+        );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&t.sample_ratio),
+            "telemetry.sample_ratio must be between 0 and 1"
+        );
         if self.store.backend == StoreBackend::Scylla {
             let s = &self.store.scylla;
             s.check()
@@ -506,6 +553,33 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn telemetry_section() {
+        let c = Config::parse("").unwrap();
+        assert!(c.telemetry.otlp_endpoint.is_empty());
+        assert_eq!(c.telemetry.service_name, "rookery");
+        assert_eq!(c.telemetry.sample_ratio, 1.0);
+        let c = Config::parse(
+            "[telemetry]\notlp_endpoint = 'http://otel-collector:4317'\nservice_name = 'xmpp'\nsample_ratio = 0.25\n",
+        )
+        .unwrap();
+        assert_eq!(c.telemetry.otlp_endpoint, "http://otel-collector:4317");
+        assert_eq!(c.telemetry.sample_ratio, 0.25);
+        for bad in [
+            "otlp_endpoint = 'otel-collector:4317'",
+            "otlp_endpoint = 'https://otel-collector:4317'",
+            "otlp_endpoint = 'http://'",
+            "service_name = ''",
+            "sample_ratio = 1.5",
+            "sample_ratio = -0.1",
+            "sample_ratio = nan",
+            "no_such_option = 1",
+        ] {
+            let text = format!("[telemetry]\n{bad}\n");
+            assert!(Config::parse(&text).is_err(), "{bad} accepted");
+        }
     }
 
     /// Every option of every section, as the code defines it, is documented

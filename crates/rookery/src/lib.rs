@@ -6,5 +6,6 @@ pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod server;
+pub mod telemetry;
 
 pub use config::Config;

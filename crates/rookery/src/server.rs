@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 use tracing::info;
 
 use crate::config::{Config, StoreBackend};
+use crate::telemetry::Telemetry;
 
 /// A running server.
 #[derive(Debug)]
@@ -38,6 +39,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     store: StoreHandle,
+    telemetry: Telemetry,
 }
 
 impl Running {
@@ -53,6 +55,8 @@ impl Running {
         if let Err(e) = self.store.flush().await {
             tracing::warn!(error = %e, "archive rows not written at shutdown");
         }
+        // The spans of the last stanzas go to the collector.
+        self.telemetry.shutdown().await;
     }
 }
 
@@ -279,6 +283,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.server.scram_iterations,
     );
 
+    let telemetry = Telemetry::start(
+        &config.telemetry,
+        &crate::cluster::node_name(&config),
+        "single",
+    )?;
     let store = StoreHandle::open(&config).await?;
     let stores = store.stores();
     let users: Arc<dyn UserStore> = stores.users.clone();
@@ -316,6 +325,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown: shutdown_tx,
         tasks: JoinSet::new(),
         store,
+        telemetry,
     };
     (running.c2s_addrs, running.direct_tls_addrs) = serve_c2s(&c2s, &config, &mut tasks).await?;
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));

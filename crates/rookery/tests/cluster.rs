@@ -359,6 +359,7 @@ async fn bad_envelopes_and_stale_epochs_are_refused() {
                 what: Some(cmpb::delivery::What::Xml(
                     b"<message xmlns='jabber:client'><body>spoof</body></message>".to_vec(),
                 )),
+                trace: None,
             }],
         })
         .await
