@@ -24,8 +24,11 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked --doc
-# The Helm chart, alert rules and dashboard, offline (helm/rookery/tests).
-helm/rookery/tests/run.sh
+# The Helm chart, alert rules and dashboard, offline (helm/rookery/tests),
+# and the configurations it renders checked by the server binary (built
+# with the profile nextest uses below, so nothing is built twice).
+cargo build --workspace --bins --profile test --locked
+ROOKERY_BIN="$PWD/target/debug/rookery" helm/rookery/tests/run.sh
 # Last, so that its summary is the closing line.
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
