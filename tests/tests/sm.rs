@@ -276,3 +276,30 @@ async fn clean_close_does_not_lose_unacked_messages() {
     a.send("<presence/>").await;
     assert_eq!(a.next_message().await.attr("id"), Some("m1"));
 }
+
+/// A client that logs in again with the same resource instead of resuming
+/// (its old session detached, or still attached) replaces the old session
+/// and gets what that session's client never acknowledged, then the rest.
+#[tokio::test]
+async fn a_new_login_on_the_same_resource_gets_the_unacked_messages() {
+    let s = users().await;
+    let mut a = s.login("alice", "pw", "laptop").await;
+    let mut b = s.login("bob", "pw", "phone").await;
+    enable_resume(&mut a).await;
+    b.send("<message to='alice@localhost/laptop' type='chat' id='m1'><body>1</body></message>")
+        .await;
+    assert_eq!(next_no_r(&mut a).await.attr("id"), Some("m1"));
+    // The connection drops, m1 unacknowledged; m2 comes meanwhile.
+    drop(a);
+    b.send("<message to='alice@localhost/laptop' type='chat' id='m2'><body>2</body></message>")
+        .await;
+    b.iq("<iq type='get' id='sync'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    // A fresh login, same resource, no <resume/>.
+    let mut a = s.login("alice", "pw", "laptop").await;
+    assert_eq!(a.next_message().await.attr("id"), Some("m1"));
+    assert_eq!(a.next_message().await.attr("id"), Some("m2"));
+    b.send("<message to='alice@localhost/laptop' type='chat' id='m3'><body>3</body></message>")
+        .await;
+    assert_eq!(a.next_message().await.attr("id"), Some("m3"));
+}

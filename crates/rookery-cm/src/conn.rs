@@ -180,6 +180,7 @@ pub(crate) async fn run(c2s: Arc<C2s>, tcp: TcpStream, peer: SocketAddr, direct_
     c2s.metrics.connections_total.inc();
     let gauge = c2s.metrics.connections.get_or_create(&label).clone();
     gauge.inc();
+    c2s.open.fetch_add(1, Ordering::Relaxed);
     let mut conn = Conn {
         parser: Parser::new(c2s.config.limits()),
         c2s,
@@ -223,6 +224,7 @@ pub(crate) async fn run(c2s: Arc<C2s>, tcp: TcpStream, peer: SocketAddr, direct_
     }
     conn.finish(end).await;
     gauge.dec();
+    conn.c2s.open.fetch_sub(1, Ordering::Relaxed);
 }
 
 impl Conn {

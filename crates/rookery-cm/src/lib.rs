@@ -164,6 +164,8 @@ pub struct C2s {
     shutdown: watch::Receiver<bool>,
     /// Set once, when the cm drains (SIGTERM in a cluster).
     pub(crate) drain: watch::Sender<Option<DrainPlan>>,
+    /// Client connections open now.
+    pub(crate) open: std::sync::atomic::AtomicUsize,
 }
 
 /// How a draining cm moves its clients away (docs/decisions/0015-draining.md).
@@ -185,8 +187,13 @@ impl DrainPlan {
         if spread == 0 {
             return Duration::ZERO;
         }
-        let h = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        Duration::from_millis((h >> 11) % spread)
+        // splitmix64's finalizer: consecutive ids land all over the period
+        // (a bare multiplication left 20 consecutive ids in its first half).
+        let mut z = id.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        Duration::from_millis(z % spread)
     }
 }
 
@@ -230,6 +237,7 @@ impl C2s {
             scram_iterations,
             shutdown,
             drain: watch::Sender::new(None),
+            open: Default::default(),
         })
     }
 
@@ -250,9 +258,7 @@ impl C2s {
 
     /// Open client connections.
     pub fn connections(&self) -> usize {
-        self.config
-            .max_connections
-            .saturating_sub(self.limit.available_permits())
+        self.open.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Accepts connections on an already-bound listener until shutdown, then
@@ -300,5 +306,31 @@ impl C2s {
         info!(addr = ?listener.local_addr().ok(), "listener stopped; closing connections");
         drop(listener);
         while tasks.join_next().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod drain_tests {
+    use super::*;
+
+    /// Consecutive connection ids (as a cm hands them out) are spread over
+    /// the whole drain period, not bunched.
+    #[test]
+    fn drain_offsets_spread_consecutive_ids() {
+        let plan = DrainPlan {
+            over: Duration::from_secs(4),
+            see_other_host: None,
+        };
+        for start in [0u64, 100, 1000, 123_456] {
+            let offs: Vec<u128> = (start..start + 20)
+                .map(|id| plan.offset(id).as_millis())
+                .collect();
+            assert!(offs.iter().all(|o| *o < 4000), "{offs:?}");
+            let early = offs.iter().filter(|o| **o < 2000).count();
+            assert!((4..=16).contains(&early), "{start}: {offs:?}");
+            assert!(offs.iter().any(|o| *o >= 3000), "{start}: {offs:?}");
+        }
+        let none = DrainPlan::default();
+        assert_eq!(none.offset(7), Duration::ZERO);
     }
 }

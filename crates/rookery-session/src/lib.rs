@@ -1295,15 +1295,25 @@ impl SessionService for LocalSessions {
                 }
             }
         };
+        // What the replaced session's client never acknowledged (XEP-0198)
+        // goes to the new one, which is the same full JID: a client that
+        // logs in again instead of resuming loses nothing.
+        let mut unacked = Vec::new();
         if let Some(old) = replaced {
             info!(jid = %jid, "resource conflict: replacing the old session");
             old.link
                 .close(StreamError::new("conflict").with_text("replaced by a new session"));
+            if let Some(sm) = &old.sm {
+                unacked = sm.take_unacked();
+            }
         } else {
             self.metrics.sessions.inc();
         }
         debug!(jid = %jid, "bound");
         self.notify(&jid);
+        if !unacked.is_empty() {
+            self.reroute_unacked(&jid, unacked).await;
+        }
         Ok(jid)
     }
 
