@@ -28,7 +28,7 @@ cargo test --workspace --locked --doc
 # and the configurations it renders checked by the server binary (built
 # with the profile nextest uses below, so nothing is built twice).
 cargo build --workspace --bins --profile test --locked
-ROOKERY_BIN="$PWD/target/debug/rookery" helm/rookery/tests/run.sh
+ROOKERY_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/rookery" helm/rookery/tests/run.sh
 # Last, so that its summary is the closing line.
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
