@@ -620,7 +620,7 @@ impl Conn {
             .reject_downgrade(self.c2s.config.reject_channel_binding_downgrade);
         let mut input = match decode_b64(&auth.text()) {
             Some(v) => v,
-            None => return self.sasl_failed(mech, "incorrect-encoding").await,
+            None => return self.sasl_failed(mech, "incorrect-encoding", true).await,
         };
         loop {
             let step = {
@@ -635,14 +635,14 @@ impl Conn {
                     .await?;
                     let el = self.next_element().await?;
                     if el.is("abort", ns::SASL) {
-                        return self.sasl_failed(mech, "aborted").await;
+                        return self.sasl_failed(mech, "aborted", false).await;
                     }
                     if !el.is("response", ns::SASL) {
                         return Err(stream_err("not-authorized", "expected a SASL response"));
                     }
                     input = match decode_b64(&el.text()) {
                         Some(v) => v,
-                        None => return self.sasl_failed(mech, "incorrect-encoding").await,
+                        None => return self.sasl_failed(mech, "incorrect-encoding", true).await,
                     };
                 }
                 Step::Success {
@@ -654,13 +654,13 @@ impl Conn {
                         .ok()
                         .and_then(|l| Jid::new(Some(&l), &self.c2s.domain, None).ok());
                     let Some(user) = user else {
-                        return self.sasl_failed(mech, "not-authorized").await;
+                        return self.sasl_failed(mech, "not-authorized", true).await;
                     };
                     // RFC 6120 §6.4.6: an authzid must be the account itself.
                     if let Some(z) = authzid.as_deref().filter(|z| !z.is_empty())
                         && Jid::parse(z).ok().as_ref() != Some(&user)
                     {
-                        return self.sasl_failed(mech, "invalid-authzid").await;
+                        return self.sasl_failed(mech, "invalid-authzid", true).await;
                     }
                     let mut ok = Element::new_static("success", ns::SASL);
                     if let Some(d) = additional_data {
@@ -679,14 +679,24 @@ impl Conn {
                     self.user = Some(user);
                     return Ok(true);
                 }
-                Step::Failure(f) => return self.sasl_failed(mech, f.condition()).await,
+                Step::Failure(f) if !f.may_be_a_guess() => {
+                    return self.sasl_failed(mech, f.condition(), false).await;
+                }
+                Step::Failure(f) => return self.sasl_failed(mech, f.condition(), true).await,
             }
         }
     }
 
     /// Answers a failed exchange, slowed down per source address, and closes
     /// the stream once the retry limit is reached (RFC 6120 §6.4.5).
-    async fn sasl_failed(&mut self, mech: Mechanism, condition: &'static str) -> Result<bool, End> {
+    /// `guess`: the failure may have been a password guess (slowed down);
+    /// an abort or a refused channel-binding type is not.
+    async fn sasl_failed(
+        &mut self,
+        mech: Mechanism,
+        condition: &'static str,
+        guess: bool,
+    ) -> Result<bool, End> {
         self.c2s
             .metrics
             .auth
@@ -696,7 +706,7 @@ impl Conn {
             })
             .inc();
         self.auth_failures += 1;
-        if condition != "aborted" {
+        if guess {
             let delay = self.c2s.throttle.failure(self.peer.ip());
             info!(peer = %self.peer, mechanism = mech.name(), condition, failures = self.auth_failures, "authentication failed");
             tokio::time::sleep(delay).await;

@@ -203,6 +203,10 @@ pub enum Failure {
     NotAuthorized,
     /// §6.5.11 `temporary-auth-failure`.
     TemporaryAuthFailure,
+    /// A -PLUS mechanism asked for a channel-binding type this server does
+    /// not have (RFC 5802 §6, e.g. `tls-unique`, which TLS 1.3 lacks); sent
+    /// as `not-authorized`. No credential was tried, so it is no guess.
+    UnsupportedChannelBinding,
 }
 
 impl Failure {
@@ -220,7 +224,20 @@ impl Failure {
             Failure::MechanismTooWeak => "mechanism-too-weak",
             Failure::NotAuthorized => "not-authorized",
             Failure::TemporaryAuthFailure => "temporary-auth-failure",
+            Failure::UnsupportedChannelBinding => "not-authorized",
         }
+    }
+
+    /// Whether the failure may have been a password guess, which the
+    /// per-address throttle slows down: not an abort, and not a refusal
+    /// before any credential was looked at because of the channel binding
+    /// the client asked for (slixmpp tries every `-PLUS` mechanism with
+    /// `tls-unique` first, and was delayed seconds for it).
+    pub fn may_be_a_guess(self) -> bool {
+        !matches!(
+            self,
+            Failure::Aborted | Failure::UnsupportedChannelBinding | Failure::InvalidMechanism
+        )
     }
 }
 
@@ -416,6 +433,7 @@ impl SaslServer {
             }
             match flag {
                 CbindFlag::Required(name) if name == TLS_EXPORTER => Ok(()),
+                CbindFlag::Required(_) => Err(Failure::UnsupportedChannelBinding),
                 _ => Err(Failure::NotAuthorized),
             }
         } else {
