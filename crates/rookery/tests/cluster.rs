@@ -909,7 +909,10 @@ async fn rolling_restart_loses_nothing() {
     let mut clients = Vec::new();
     let all = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(r) = tasks.join_next().await {
-            clients.push(r.unwrap());
+            match r {
+                Ok(client) => clients.push(client),
+                Err(e) => panic!("a client failed: {e}\n{}", c.logs()),
+            }
         }
     })
     .await;
