@@ -371,29 +371,32 @@ impl SessionNode {
     /// that a later handover finds them.
     async fn reassert(&self) {
         let me = self.membership.me().clone();
-        let Some(probe) = self
-            .ready
-            .read()
-            .ok()
-            .and_then(|r| r.iter().next().copied())
-        else {
-            return;
-        };
-        match self.routes.claimant(probe).await {
-            Ok(Some((node, epoch))) if node == me.node && epoch == me.epoch => return,
-            Ok(Some(_)) => return, // being taken over; the view will say so
-            Ok(None) => {}
-            Err(e) => {
-                self.metrics.redis_errors.inc();
-                return warn!(error = %e, "shard claims not checked");
-            }
-        }
         let shards: Vec<u16> = self
             .ready
             .read()
             .map(|r| r.iter().copied().collect())
             .unwrap_or_default();
-        for shard in &shards {
+        // Every shard served here must be claimed by this node. A claim can
+        // be missing because Redis lost it, or because a previous owner that
+        // was still claiming the shard (its own start-up) released it after
+        // this node had claimed it; then this node's writes for the shard
+        // fail until it claims it again.
+        let mut unclaimed = Vec::new();
+        for shard in shards {
+            match self.routes.claimant(shard).await {
+                Ok(None) => unclaimed.push(shard),
+                // Ours, or being taken over (the view will say so).
+                Ok(Some(_)) => {}
+                Err(e) => {
+                    self.metrics.redis_errors.inc();
+                    return warn!(error = %e, "shard claims not checked");
+                }
+            }
+        }
+        if unclaimed.is_empty() {
+            return;
+        }
+        for shard in &unclaimed {
             if let Err(e) = self.routes.claim_shard(*shard, &me.node, me.epoch).await {
                 self.metrics.redis_errors.inc();
                 return warn!(error = %e, "shards not claimed again");
@@ -401,7 +404,7 @@ impl SessionNode {
         }
         let n = self.sessions.republish();
         info!(
-            shards = shards.len(),
+            shards = unclaimed.len(),
             sessions = n,
             "claims and routes written again after Redis lost them"
         );
