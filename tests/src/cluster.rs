@@ -479,3 +479,32 @@ pub async fn http_status(http: u16, path: &str) -> Option<String> {
     s.read_to_string(&mut body).await.ok()?;
     body.lines().next().map(str::to_owned)
 }
+
+/// The session node, of `nodes`, that owns `user@localhost` (rendezvous
+/// hashing over the default shard count, as the cluster computes it).
+pub fn owner(user: &str, nodes: &[&str]) -> String {
+    use rookery_cluster::{Member, Role, rendezvous, shard_of};
+    let members: Vec<Member> = nodes
+        .iter()
+        .map(|n| Member {
+            node: (*n).to_owned(),
+            epoch: 1,
+            roles: vec![Role::Session],
+            grpc: String::new(),
+        })
+        .collect();
+    let shard = shard_of(
+        &format!("{user}@localhost"),
+        rookery_cluster::DEFAULT_SHARDS,
+    );
+    rendezvous(shard, &members).unwrap().node.clone()
+}
+
+/// A user `{prefix}{n}` whose account lives on `node` (of session1 and
+/// session2).
+pub fn user_on(prefix: &str, node: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|u| owner(u, &["session1", "session2"]) == node)
+        .unwrap()
+}

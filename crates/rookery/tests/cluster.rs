@@ -7,38 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use rookery_cluster::{Member, Role, rendezvous, shard_of};
+use rookery_cluster::shard_of;
 use rookery_e2e::RawClient;
 use rookery_e2e::cluster::Cluster;
+use rookery_e2e::cluster::user_on;
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_rookery"))
-}
-
-/// The session node that owns `user@localhost` when `nodes` are up.
-fn owner(user: &str, nodes: &[&str]) -> String {
-    let members: Vec<Member> = nodes
-        .iter()
-        .map(|n| Member {
-            node: (*n).to_owned(),
-            epoch: 1,
-            roles: vec![Role::Session],
-            grpc: String::new(),
-        })
-        .collect();
-    let shard = shard_of(
-        &format!("{user}@localhost"),
-        rookery_cluster::DEFAULT_SHARDS,
-    );
-    rendezvous(shard, &members).unwrap().node.clone()
-}
-
-/// A user whose account lives on `node` (of session1 and session2).
-fn user_on(prefix: &str, node: &str) -> String {
-    (0..)
-        .map(|i| format!("{prefix}{i}"))
-        .find(|u| owner(u, &["session1", "session2"]) == node)
-        .unwrap()
 }
 
 async fn login(c: &Cluster, cm: &str, user: &str, resource: &str) -> RawClient {

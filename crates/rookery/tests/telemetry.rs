@@ -18,8 +18,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
-use rookery_cluster::{Member, Role, rendezvous, shard_of};
 use rookery_e2e::cluster::Cluster;
+use rookery_e2e::cluster::user_on;
 use rookery_e2e::{RawClient, TestServer};
 use tokio::sync::watch;
 
@@ -205,26 +205,6 @@ fn chain(trace: &[Got], leaf: &str) -> Vec<Got> {
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_rookery"))
-}
-
-/// A user whose account lives on `node` (of session1 and session2).
-fn user_on(prefix: &str, node: &str) -> String {
-    let members: Vec<Member> = ["session1", "session2"]
-        .iter()
-        .map(|n| Member {
-            node: (*n).to_owned(),
-            epoch: 1,
-            roles: vec![Role::Session],
-            grpc: String::new(),
-        })
-        .collect();
-    (0..)
-        .map(|i| format!("{prefix}{i}"))
-        .find(|u| {
-            let shard = shard_of(&format!("{u}@localhost"), rookery_cluster::DEFAULT_SHARDS);
-            rendezvous(shard, &members).unwrap().node == node
-        })
-        .unwrap()
 }
 
 async fn login(c: &Cluster, cm: &str, user: &str) -> RawClient {
