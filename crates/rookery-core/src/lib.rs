@@ -13,7 +13,9 @@ pub mod telemetry;
 pub mod users;
 
 pub use error::{ErrorType, StanzaError, StreamError};
-pub use roles::{BindError, BindRequest, ClientLink, DeliverError, SessionService};
+pub use roles::{
+    BindError, BindRequest, ClientLink, DeliverError, InboundRouter, RemoteRouter, SessionService,
+};
 pub use stanza::{Stanza, StanzaKind, new_id};
 pub use users::{StoreError, UserStore};
 

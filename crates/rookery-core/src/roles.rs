@@ -165,3 +165,29 @@ pub trait SessionService: Send + Sync + std::fmt::Debug {
         conn_id: u64,
     ) -> Result<Resumed, SmError>;
 }
+
+/// Federation (the s2s role) as the session service sees it: where stanzas
+/// for a domain this server does not serve go (RFC 6120 §10.4).
+pub trait RemoteRouter: Send + Sync + std::fmt::Debug {
+    /// Queues `stanza` for its remote domain and returns at once. `from` is
+    /// a local address (already stamped), `to` a remote one. When the
+    /// stanza cannot be delivered (no such server, timeout, refused), the
+    /// error reply (RFC 6120 §8.3, `remote-server-not-found` or
+    /// `remote-server-timeout`, from the remote address the stanza was for)
+    /// comes back through [`InboundRouter::route_inbound`]; error stanzas
+    /// themselves are never bounced.
+    fn send_remote(&self, stanza: Stanza);
+}
+
+/// The session service as the s2s role sees it.
+#[async_trait]
+pub trait InboundRouter: Send + Sync + std::fmt::Debug {
+    /// True if `domain` is served here (an inbound stream or stanza for any
+    /// other gets `<host-unknown/>`, RFC 6120 §4.9.3.6).
+    fn serves(&self, domain: &str) -> bool;
+    /// A stanza from a remote server (or a bounce made by the s2s role).
+    /// Its `from` belongs to the authenticated remote domain and its `to` to
+    /// a domain [`InboundRouter::serves`]. Returns once it was handed to
+    /// the recipient's owner.
+    async fn route_inbound(&self, stanza: Stanza);
+}
