@@ -210,6 +210,9 @@ pub struct LocalSessions {
     me: Weak<LocalSessions>,
     /// The other session nodes, in a cluster (set once at start).
     peers: std::sync::OnceLock<Arc<dyn peers::Peers>>,
+    /// Federation: where stanzas for other domains go (set once at start;
+    /// without it they get `remote-server-not-found`).
+    remote: std::sync::OnceLock<Arc<dyn rookery_core::RemoteRouter>>,
 }
 
 impl LocalSessions {
@@ -239,6 +242,7 @@ impl LocalSessions {
             started: Instant::now(),
             me: me.clone(),
             peers: std::sync::OnceLock::new(),
+            remote: std::sync::OnceLock::new(),
         })
     }
 
@@ -246,6 +250,28 @@ impl LocalSessions {
     /// node are handled by their owners. Set once, before the first bind.
     pub fn set_peers(&self, peers: Arc<dyn peers::Peers>) {
         let _ = self.peers.set(peers);
+    }
+
+    /// Federation: stanzas for other domains go to `remote` (the s2s role).
+    /// Set once, before the first bind.
+    pub fn set_remote(&self, remote: Arc<dyn rookery_core::RemoteRouter>) {
+        let _ = self.remote.set(remote);
+    }
+
+    /// Sends a stanza to another domain (RFC 6120 §10.4); without
+    /// federation the sender gets `remote-server-not-found` at once.
+    fn send_remote(&self, stanza: Stanza) {
+        match self.remote.get() {
+            Some(remote) => remote.send_remote(stanza),
+            None => {
+                if !stanza.is_error()
+                    && stanza.kind() != StanzaKind::Presence
+                    && let Some(from) = stanza.from().cloned()
+                {
+                    self.reply_error(&from, &stanza, StanzaError::remote_server_not_found());
+                }
+            }
+        }
     }
 
     /// The peers that own `bare`'s shard if this node does not.
@@ -522,7 +548,6 @@ impl LocalSessions {
         };
         if !mam::archivable(stanza.element())
             || to.to_bare() == owner
-            || !self.is_local_domain(to)
             || to.node().is_none()
             || !self.should_archive(&owner, to).await
         {
@@ -1001,8 +1026,16 @@ impl LocalSessions {
         jid.domain() == self.domain
     }
 
-    /// Sends a reply to a session of ours.
+    /// Sends a reply to a session of ours, or over federation to a sender
+    /// on another server.
     fn reply(&self, to: &Jid, el: Element) {
+        if !self.is_local_domain(to) {
+            match Stanza::parse(el) {
+                Ok(st) => self.send_remote(st),
+                Err((_, e)) => warn!(error = %e, "a reply to a remote sender is not a stanza"),
+            }
+            return;
+        }
         if let Some(peers) = self.remote_owner(&to.to_bare()) {
             // A reply to a sender on another node (an error from the
             // recipient's side): delivered in the background, in order with
@@ -1585,11 +1618,50 @@ impl LocalSessions {
             self.route_local(from, stanza, to).await;
             return true;
         }
-        // RFC 6120 §10.4: a remote domain. Federation is its own issue; until
-        // then the sender learns at once that the server cannot be reached.
-        if !stanza.is_error() && stanza.kind() != StanzaKind::Presence {
-            self.reply_error(from, &stanza, StanzaError::remote_server_not_found());
-        }
+        // RFC 6120 §10.4: a remote domain.
+        self.send_remote(stanza);
         true
+    }
+
+    /// A stanza that arrived over federation, for a local address
+    /// ([`InboundRouter::route_inbound`]), on the owner of its recipient.
+    async fn route_from_remote(&self, stanza: Stanza) {
+        let (Some(from), Some(to)) = (stanza.from().cloned(), stanza.to().cloned()) else {
+            debug!("a stanza from a remote server without from or to dropped");
+            return;
+        };
+        if !self.is_local_domain(&to) || self.is_local_domain(&from) {
+            debug!(from = %from, to = %to, "a stanza from a remote server with local from or remote to dropped");
+            return;
+        }
+        if stanza.kind() == StanzaKind::Presence {
+            if to.node().is_some() {
+                self.deliver_presence(&to, stanza.element().clone()).await;
+            }
+            return;
+        }
+        if to.node().is_none() {
+            // RFC 6120 §10.4 / §10.3: the server itself answers iqs; messages
+            // to the server have nobody to read them.
+            if stanza.kind() == StanzaKind::Iq {
+                self.server_iq(&from, &stanza).await;
+            }
+            return;
+        }
+        self.route_local(&from, stanza, to).await;
+    }
+}
+
+#[async_trait]
+impl rookery_core::InboundRouter for LocalSessions {
+    fn serves(&self, domain: &str) -> bool {
+        domain == self.domain
+    }
+
+    async fn route_inbound(&self, stanza: Stanza) {
+        let hop = Hop::child(telemetry::names::ROUTE, SpanKind::Internal, || {
+            vec![KeyValue::new("xmpp.stanza.kind", stanza.kind().as_str())]
+        });
+        telemetry::within(hop.as_ref(), self.route_from_remote(stanza)).await;
     }
 }

@@ -66,10 +66,17 @@ impl LocalSessions {
     }
 
     /// Routes a presence stanza to its recipient: for a local account, the
-    /// inbound rules of RFC 6121 apply; other domains wait for federation.
+    /// inbound rules of RFC 6121 apply; another domain's go over federation.
     pub(crate) async fn deliver_presence(&self, to: &Jid, el: Element) {
-        if to.domain() != self.domain() || to.node().is_none() {
-            debug!(to = %to, "presence to a remote or server address dropped (no federation yet)");
+        if to.domain() != self.domain() {
+            match Stanza::parse(el) {
+                Ok(st) => self.send_remote(st),
+                Err((_, e)) => debug!(error = %e, "presence for a remote address dropped"),
+            }
+            return;
+        }
+        if to.node().is_none() {
+            debug!(to = %to, "presence to the server dropped");
             return;
         }
         if let Some(peers) = self.remote_owner(&to.to_bare()) {

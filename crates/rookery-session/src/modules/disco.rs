@@ -11,6 +11,9 @@ pub(crate) struct Disco;
 
 #[async_trait::async_trait]
 impl Module for Disco {
+    fn serves_remote(&self) -> bool {
+        true
+    }
     fn specs(&self) -> &'static [Spec] {
         &[Spec {
             id: "XEP-0030",

@@ -176,6 +176,9 @@ pub(crate) struct Last;
 
 #[async_trait]
 impl Module for Last {
+    fn serves_remote(&self) -> bool {
+        true
+    }
     fn specs(&self) -> &'static [Spec] {
         &[Spec {
             id: "XEP-0012",

@@ -54,6 +54,13 @@ pub trait Module: Send + Sync + std::fmt::Debug {
         stanza: &Stanza,
         payload: &Element,
     ) -> Option<IqResult>;
+    /// True if senders on other servers may use this module (RFC 6120 §10.4:
+    /// stanzas that arrived over federation). Modules that act on the
+    /// sender's own account (roster, blocking, private storage, archives,
+    /// carbons, registration) are for local accounts only.
+    fn serves_remote(&self) -> bool {
+        false
+    }
 }
 
 /// Context of an iq handled by the server.
@@ -253,7 +260,8 @@ impl Modules {
             sessions,
             after: std::sync::Mutex::new(Vec::new()),
         };
-        for m in &self.modules {
+        let remote = from.domain() != sessions.domain();
+        for m in self.modules.iter().filter(|m| !remote || m.serves_remote()) {
             if let Some(r) = m.handle_iq(&ctx, stanza, payload).await {
                 let after = ctx.after.into_inner().unwrap_or_default();
                 return (r, after);

@@ -12,6 +12,9 @@ pub(crate) struct Ping;
 
 #[async_trait::async_trait]
 impl Module for Ping {
+    fn serves_remote(&self) -> bool {
+        true
+    }
     fn specs(&self) -> &'static [Spec] {
         &[Spec {
             id: "XEP-0199",

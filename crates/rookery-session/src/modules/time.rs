@@ -19,6 +19,9 @@ pub(crate) fn xep0082_now() -> String {
 
 #[async_trait::async_trait]
 impl Module for EntityTime {
+    fn serves_remote(&self) -> bool {
+        true
+    }
     fn specs(&self) -> &'static [Spec] {
         &[Spec {
             id: "XEP-0202",

@@ -96,6 +96,9 @@ fn empty() -> Element {
 
 #[async_trait]
 impl Module for VCard {
+    fn serves_remote(&self) -> bool {
+        true
+    }
     fn specs(&self) -> &'static [Spec] {
         &[Spec {
             id: "XEP-0054",

@@ -12,6 +12,9 @@ pub(crate) struct Version {
 
 #[async_trait::async_trait]
 impl Module for Version {
+    fn serves_remote(&self) -> bool {
+        true
+    }
     fn specs(&self) -> &'static [Spec] {
         &[Spec {
             id: "XEP-0092",
