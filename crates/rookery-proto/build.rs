@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         root.join("rookery/session/v1/session.proto"),
         root.join("rookery/cm/v1/cm.proto"),
+        root.join("rookery/s2s/v1/s2s.proto"),
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());

@@ -21,6 +21,9 @@ pub enum Role {
     Cm,
     /// Session node: candidate owner of virtual shards.
     Session,
+    /// Federation: keeps the server-to-server streams (RFC 6120 §4–§6);
+    /// each remote domain is served by one s2s node.
+    S2s,
 }
 
 /// One incarnation of a cluster node, as stored in Redis (`{P}:member:<node>`, JSON).

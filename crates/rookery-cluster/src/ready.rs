@@ -33,6 +33,8 @@ impl ReadyFilter {
         match role {
             Role::Session => self.session.as_ref(),
             Role::Cm => self.cm.as_ref(),
+            // s2s nodes are members through their Redis lease alone.
+            Role::S2s => None,
         }
     }
 

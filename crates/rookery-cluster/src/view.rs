@@ -32,6 +32,16 @@ impl View {
         self.shard_owner(shard_of(bare_jid, self.shards))
     }
 
+    /// The s2s node that keeps the streams to the remote `domain`:
+    /// rendezvous hashing of the domain over the members with the s2s role,
+    /// so that each remote domain has one stream pair in the cluster.
+    pub fn s2s_node_for(&self, domain: &str) -> Option<&Member> {
+        rendezvous(
+            shard_of(domain, self.shards),
+            self.members.iter().filter(|m| m.roles.contains(&Role::S2s)),
+        )
+    }
+
     /// The live member named `node`, if any.
     pub fn member(&self, node: &str) -> Option<&Member> {
         self.members

@@ -19,3 +19,11 @@ pub mod cm {
         tonic::include_proto!("rookery.cm.v1");
     }
 }
+
+/// `rookery.s2s.v1`: federation (session node → s2s node).
+pub mod s2s {
+    /// Version 1.
+    pub mod v1 {
+        tonic::include_proto!("rookery.s2s.v1");
+    }
+}

@@ -17,6 +17,7 @@
 
 mod cm;
 mod conv;
+mod s2s;
 mod session;
 mod trace;
 
@@ -31,6 +32,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 pub use cm::{CmService, RemoteSessions};
+pub use s2s::{FederationService, RemoteInbound, S2sClient};
 pub use session::SessionNode;
 
 /// Timing of calls between roles.
@@ -133,6 +135,32 @@ pub(crate) async fn call_owner<T, F, Fut>(
     metrics: &Metrics,
     labels: (&'static str, &'static str),
     bare: &str,
+    call: F,
+) -> Result<T, Status>
+where
+    F: FnMut(Channel) -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+{
+    call_member(
+        membership,
+        channels,
+        config,
+        metrics,
+        labels,
+        |view| view.owner_of(bare).cloned(),
+        call,
+    )
+    .await
+}
+
+/// [`call_owner`] with the member chosen by `pick` from each fresh view.
+pub(crate) async fn call_member<T, F, Fut>(
+    membership: &Membership,
+    channels: &Channels,
+    config: &RpcConfig,
+    metrics: &Metrics,
+    labels: (&'static str, &'static str),
+    pick: impl Fn(&rookery_cluster::View) -> Option<Member>,
     mut call: F,
 ) -> Result<T, Status>
 where
@@ -143,7 +171,7 @@ where
     let mut backoff = Duration::from_millis(10);
     loop {
         let view = membership.view();
-        let last = match view.owner_of(bare) {
+        let last = match pick(&view).as_ref() {
             Some(owner) => {
                 let started = Instant::now();
                 let r = match channels.get(owner) {
@@ -172,7 +200,7 @@ where
                     Err(s) => return Err(s),
                 }
             }
-            None => Status::unavailable("no session node is up"),
+            None => Status::unavailable(format!("no node is up to take {}", labels.1)),
         };
         if Instant::now() + backoff > deadline {
             return Err(last);

@@ -643,6 +643,7 @@ impl Peers for SessionNode {
             ForwardKind::Route { archived: true } => pb::ForwardKind::RouteArchived,
             ForwardKind::Presence => pb::ForwardKind::Presence,
             ForwardKind::Deliver => pb::ForwardKind::Deliver,
+            ForwardKind::FromRemote => pb::ForwardKind::FromRemote,
         };
         let mut env = conv::envelope(&job.stanza, &job.to, self.membership.view().shards);
         // The envelope names the recipient and sender of the job, which
@@ -727,6 +728,7 @@ impl SessionGrpc {
             Ok(pb::ForwardKind::RouteArchived) => ForwardKind::Route { archived: true },
             Ok(pb::ForwardKind::Presence) => ForwardKind::Presence,
             Ok(pb::ForwardKind::Deliver) => ForwardKind::Deliver,
+            Ok(pb::ForwardKind::FromRemote) => ForwardKind::FromRemote,
             _ => return Err(Status::invalid_argument("unknown forward kind")),
         };
         let stanza = conv::open(Some(env))?.element().clone();

@@ -300,6 +300,11 @@ impl LocalSessions {
             peers::ForwardKind::Deliver => {
                 let _ = self.deliver_full(&job.to, Arc::new(job.stanza));
             }
+            peers::ForwardKind::FromRemote => {
+                let stanza = Stanza::parse(job.stanza)
+                    .map_err(|_| StanzaError::bad_request("not a stanza"))?;
+                self.route_from_remote(stanza).await;
+            }
         }
         Ok(())
     }

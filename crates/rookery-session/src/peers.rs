@@ -26,6 +26,9 @@ pub enum ForwardKind {
     Presence,
     /// A stanza for one bound full JID as it is (replies and errors).
     Deliver,
+    /// A stanza from a remote server for a local address
+    /// ([`rookery_core::InboundRouter::route_inbound`] on the owner).
+    FromRemote,
 }
 
 /// One job for the owner of `to`'s account.

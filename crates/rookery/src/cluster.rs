@@ -178,6 +178,7 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
         .map(|r| match r {
             Role::Cm => "cm",
             Role::Session => "session",
+            Role::S2s => "s2s",
         })
         .collect();
     let telemetry = Telemetry::start(&config.telemetry, &node, &role_names.join(","))?;
@@ -220,6 +221,13 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
             stores.clone(),
             metrics.clone(),
         );
+        // Stanzas for other domains go to the s2s node of their domain.
+        sessions.set_remote(rookery_rpc::S2sClient::new(
+            membership.clone(),
+            rpc,
+            metrics.clone(),
+            sessions.clone(),
+        ));
         let node = SessionNode::new(sessions.clone(), membership.clone(), rpc, metrics.clone());
         out.sessions = Some(sessions);
         out.session_node = Some(node.clone());
