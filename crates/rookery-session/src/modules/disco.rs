@@ -6,8 +6,42 @@ use rookery_xml::{Element, ns};
 
 use super::{IqContext, IqResult, Module, Spec};
 
+/// XEP-0157 §7.1: the FORM_TYPE of the contact addresses form.
+const SERVERINFO: &str = "http://jabber.org/network/serverinfo";
+
 #[derive(Debug)]
-pub(crate) struct Disco;
+pub(crate) struct Disco {
+    /// XEP-0157 contact addresses.
+    pub(crate) contact: super::ContactAddresses,
+}
+
+impl Disco {
+    /// XEP-0157 §3 (and XEP-0128): the contact addresses as a data form
+    /// extending the server's disco#info; `None` when none are configured.
+    fn serverinfo(&self) -> Option<Element> {
+        let fields = self.contact.fields();
+        if fields.is_empty() {
+            return None;
+        }
+        let field = |var: &str| Element::new_static("field", ns::DATA_FORMS).with_attr("var", var);
+        let value = |v: &str| Element::new_static("value", ns::DATA_FORMS).with_text(v);
+        let mut x = Element::new_static("x", ns::DATA_FORMS)
+            .with_attr("type", "result")
+            .with_child(
+                field("FORM_TYPE")
+                    .with_attr("type", "hidden")
+                    .with_child(value(SERVERINFO)),
+            );
+        for (var, values) in fields {
+            let mut f = field(var);
+            for v in values {
+                f.push_child(value(v));
+            }
+            x.push_child(f);
+        }
+        Some(x)
+    }
+}
 
 #[async_trait::async_trait]
 impl Module for Disco {
@@ -15,11 +49,18 @@ impl Module for Disco {
         true
     }
     fn specs(&self) -> &'static [Spec] {
-        &[Spec {
-            id: "XEP-0030",
-            version: "2.5rc3",
-            name: "Service Discovery",
-        }]
+        &[
+            Spec {
+                id: "XEP-0030",
+                version: "2.5rc3",
+                name: "Service Discovery",
+            },
+            Spec {
+                id: "XEP-0157",
+                version: "1.1.1",
+                name: "Contact Addresses for XMPP Services",
+            },
+        ]
     }
     fn features(&self) -> &'static [&'static str] {
         &[ns::DISCO_INFO, ns::DISCO_ITEMS]
@@ -72,6 +113,9 @@ impl Module for Disco {
                     q.push_child(
                         Element::new_static("feature", ns::DISCO_INFO).with_attr("var", *f),
                     );
+                }
+                if let Some(x) = self.serverinfo() {
+                    q.push_child(x);
                 }
             }
         }

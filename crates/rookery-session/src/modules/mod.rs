@@ -4,6 +4,7 @@
 mod blocking;
 mod carbons;
 mod disco;
+pub mod extdisco;
 pub mod last;
 mod mam;
 mod ping;
@@ -157,6 +158,52 @@ pub struct ModulesConfig {
     pub vcard_max_bytes: usize,
     /// XEP-0049: bytes of private XML one account may store in all.
     pub private_max_bytes: usize,
+    /// `[modules.contact]`: XEP-0157 contact addresses in the server's
+    /// disco#info.
+    pub contact: ContactAddresses,
+    /// `[[modules.external_services]]`: XEP-0215 external services (STUN,
+    /// TURN) offered to the server's users.
+    pub external_services: Vec<extdisco::ExternalService>,
+}
+
+/// XEP-0157 §7.1: the contact addresses of the service, as URIs
+/// (`mailto:`, `xmpp:`, `https:`). Empty lists are left out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContactAddresses {
+    /// `abuse-addresses`
+    pub abuse: Vec<String>,
+    /// `admin-addresses`
+    pub admin: Vec<String>,
+    /// `feedback-addresses`
+    pub feedback: Vec<String>,
+    /// `sales-addresses`
+    pub sales: Vec<String>,
+    /// `security-addresses`
+    pub security: Vec<String>,
+    /// `status-addresses`
+    pub status: Vec<String>,
+    /// `support-addresses`
+    pub support: Vec<String>,
+}
+
+impl ContactAddresses {
+    /// The XEP-0157 form fields (var, values) that have values.
+    pub(crate) fn fields(&self) -> Vec<(&'static str, &[String])> {
+        [
+            ("abuse-addresses", &self.abuse),
+            ("admin-addresses", &self.admin),
+            ("feedback-addresses", &self.feedback),
+            ("sales-addresses", &self.sales),
+            ("security-addresses", &self.security),
+            ("status-addresses", &self.status),
+            ("support-addresses", &self.support),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k, v.as_slice()))
+        .collect()
+    }
 }
 
 impl Default for ModulesConfig {
@@ -168,6 +215,8 @@ impl Default for ModulesConfig {
             account_removal: true,
             vcard_max_bytes: 64 * 1024,
             private_max_bytes: 1024 * 1024,
+            contact: ContactAddresses::default(),
+            external_services: Vec::new(),
         }
     }
 }
@@ -187,7 +236,9 @@ impl Modules {
         roster: crate::roster::RosterLimits,
     ) -> Modules {
         let mut modules: Vec<Box<dyn Module>> = vec![
-            Box::new(disco::Disco),
+            Box::new(disco::Disco {
+                contact: config.contact.clone(),
+            }),
             Box::new(ping::Ping),
             Box::new(time::EntityTime),
             Box::new(last::Last),
@@ -207,6 +258,11 @@ impl Modules {
         modules.push(Box::new(blocking::Blocking));
         modules.push(Box::new(carbons::Carbons));
         modules.push(Box::new(mam::Mam));
+        if !config.external_services.is_empty() {
+            modules.push(Box::new(extdisco::ExtDisco {
+                services: config.external_services.clone(),
+            }));
+        }
         if config.password_change || config.account_removal {
             modules.push(Box::new(register::Register {
                 password_change: config.password_change,
@@ -279,6 +335,7 @@ pub fn all_specs() -> Vec<Spec> {
             version_os: true,
             password_change: true,
             account_removal: true,
+            external_services: vec![extdisco::ExternalService::default()],
             ..ModulesConfig::default()
         },
         4096,
