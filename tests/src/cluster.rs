@@ -176,7 +176,7 @@ impl Cluster {
             format!(
                 "[server]\ndata_dir = \"{}\"\n[c2s]\nlisten = {listen}\ndirect_tls_listen = []\n\
                  auth_failure_delay_ms = 10\nauth_failure_max_delay_ms = 50\n\
-                 [http]\nlisten = [\"127.0.0.1:{http}\"]\n[log]\nlevel = \"info,rookery_rpc=debug\"\n\
+                 [http]\nlisten = [\"127.0.0.1:{http}\"]\n[web]\ntls_listen = []\n[log]\nlevel = \"info,rookery_rpc=debug\"\n\
                  [cluster]\nnode = \"{name}\"\ngrpc_listen = \"127.0.0.1:{grpc}\"\n{extra}\n{}",
                 data.display(),
                 self.tail
