@@ -254,6 +254,35 @@ async fn websocket_bad_messages_get_stream_errors() {
     );
 }
 
+/// RFC 7395 §3.8: no whitespace; the server's keepalive is a WebSocket
+/// ping, and the client's pong (tungstenite answers by itself) keeps the
+/// stream up.
+#[tokio::test]
+async fn websocket_keepalive_is_a_ping_frame() {
+    let server = TestServer::start_with(|c| {
+        c.c2s.ping_interval_secs = 1;
+        c.c2s.ping_timeout_secs = 1;
+    })
+    .await;
+    server.add_user("alice", "pw").await;
+    let mut ws = Ws::login(&server, "alice", "idle").await;
+    let mut pings = 0;
+    let until = tokio::time::Instant::now() + Duration::from_millis(3500);
+    while let Ok(m) = tokio::time::timeout_at(until, ws.ws.next()).await {
+        match m {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            Some(Ok(Message::Text(t))) => panic!("unexpected message {t}"),
+            other => panic!("the stream ended: {other:?}"),
+        }
+    }
+    assert!(pings >= 2, "{pings} pings");
+    // Still up.
+    ws.send("<iq xmlns='jabber:client' type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let r = ws.next().await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+}
+
 #[tokio::test]
 async fn websocket_needs_the_xmpp_subprotocol() {
     let server = TestServer::start().await;
@@ -555,6 +584,23 @@ async fn bosh_errors_end_only_their_session() {
     // The other requests end with the session.
     assert_eq!(held.await.unwrap().attr("type"), Some("terminate"));
     assert_eq!(waiting.await.unwrap().attr("type"), Some("terminate"));
+
+    // A stream error ends the session with `remote-stream-error`, the
+    // error inside (XEP-0124 §17.2).
+    let r = bosh(&server, &create(300, 2)).await;
+    let sid = r.attr("sid").unwrap().to_owned();
+    let r = bosh(
+        &server,
+        &req(&sid, 301, "", "<nonsense xmlns='urn:example'/>"),
+    )
+    .await;
+    assert_eq!(condition(&r), Some("remote-stream-error"));
+    let err = r.child("error", ns::STREAMS).expect("the stream error");
+    assert!(
+        err.child("unsupported-stanza-type", ns::STREAM_ERRORS)
+            .is_some(),
+        "{err:?}"
+    );
 
     // The TCP client never noticed.
     still_works(&mut bob).await;

@@ -462,7 +462,6 @@ async fn collect(
     web: Arc<super::Web>,
     inactivity: Duration,
 ) {
-    let mut error = None;
     let mut gone = false;
     loop {
         let idle_since = session.state().idle_since;
@@ -501,13 +500,23 @@ async fn collect(
         if text.starts_with("<open ") || text.starts_with("<close ") {
             continue;
         }
-        if text.starts_with("<stream:error") {
-            error = Some("remote-stream-error");
+        {
+            let mut st = session.state();
+            // The stream is over: the response carrying the error ends
+            // the session too (XEP-0124 §17.2 `remote-stream-error`).
+            if text.starts_with("<stream:error") {
+                st.ended = Some(Some("remote-stream-error"));
+            }
+            st.pending.push(text);
         }
-        session.state().pending.push(text);
         session.bump();
     }
-    session.state().ended = Some(error);
+    {
+        let mut st = session.state();
+        if st.ended.is_none() {
+            st.ended = Some(None);
+        }
+    }
     session.bump();
     web.bosh.remove(&session.sid);
     session.input.lock().await.take();

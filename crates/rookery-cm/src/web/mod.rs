@@ -234,6 +234,11 @@ impl Web {
                 "/.well-known/host-meta.json",
                 get(host_meta_json).options(preflight),
             )
+            // A BOSH <body/> is parsed as one element under the c2s limits
+            // (`max_stanza_bytes` for the body and all its payloads).
+            .layer(axum::extract::DefaultBodyLimit::max(
+                self.c2s.config.max_stanza_bytes.saturating_add(1024),
+            ))
             .with_state(state)
     }
 
