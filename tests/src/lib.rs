@@ -11,6 +11,7 @@
 
 pub mod cluster;
 pub mod scram;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
