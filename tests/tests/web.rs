@@ -304,7 +304,9 @@ async fn bosh_errors_end_only_their_session() {
     assert_eq!(condition(&r), Some("item-not-found"));
 
     // Too many simultaneous requests (§11): one held, one waiting for the
-    // rid before it, and a third.
+    // rid before it, and a third. The order of arrival is what matters and
+    // nothing shows it from outside: the delays leave a wide margin (204 is
+    // held for the session's `wait` of 2 s).
     let sid = bosh_login(server.web_tls_addr(), "alice", "two", 200).await;
     let held = tokio::spawn({
         let (server, sid) = (server.clone(), sid.clone());
@@ -313,11 +315,11 @@ async fn bosh_errors_end_only_their_session() {
     let waiting = tokio::spawn({
         let (server, sid) = (server.clone(), sid.clone());
         async move {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
             bosh(server.web_tls_addr(), &req(&sid, 206, "", "")).await
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let r = bosh(server.web_tls_addr(), &req(&sid, 205, "", "")).await;
     assert_eq!(condition(&r), Some("policy-violation"));
     // The other requests end with the session.
