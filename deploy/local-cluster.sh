@@ -49,11 +49,12 @@ for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break;
 
 # node k: role, name; writes its config and starts it.
 start_node() {
-  local k=$1 role=$2 name=$3 c2s="[]" tls="[]"
+  local k=$1 role=$2 name=$3 c2s="[]" tls="[]" web="[]"
   if [ "$role" = cm ]; then
     local i=$4
     c2s="[\"127.0.0.1:$((base + 10 * i))\"]"
     tls="[\"127.0.0.1:$((base + 10 * i + 1))\"]"
+    web="[\"127.0.0.1:$((base + 10 * i + 2))\"]"
   fi
   cat > "$dir/$name.toml" <<CONF
 [server]
@@ -64,6 +65,8 @@ listen = $c2s
 direct_tls_listen = $tls
 [http]
 listen = ["127.0.0.1:$((base + 2000 + k))"]
+[web]
+tls_listen = $web
 [cluster]
 node = "$name"
 grpc_listen = "127.0.0.1:$((base + 1000 + k))"

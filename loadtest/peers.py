@@ -676,6 +676,9 @@ min_interval_secs = 0
 [http]
 listen = ["127.0.0.1:{self.http_port}"]
 
+[web]
+tls_listen = []
+
 [log]
 level = "warn"
 """)

@@ -21,6 +21,12 @@ if ((${#missing[@]})); then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# The npm packages of the web transport interop tests (@xmpp/client,
+# strophe.js), pinned by tests/interop/node/package-lock.json. Node >= 20.10.
+if command -v npm >/dev/null 2>&1 && [ ! -d tests/interop/node/node_modules ]; then
+  (cd tests/interop/node && npm ci --no-audit --no-fund)
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked --doc

@@ -74,6 +74,8 @@ pub struct Node {
     pub role: &'static str,
     child: Option<Child>,
     pub c2s: Option<u16>,
+    /// The HTTPS port of the web transports (cms).
+    pub web: Option<u16>,
     pub grpc: u16,
     pub http: u16,
     pub config: PathBuf,
@@ -158,6 +160,10 @@ impl Cluster {
     /// Starts one more node (e.g. a session node joining under load).
     pub fn add_node(&mut self, name: &str, role: &'static str) {
         let c2s = (role != "session").then(free_port);
+        let web = (role != "session").then(free_port);
+        let web_listen = web
+            .map(|p| format!("[\"127.0.0.1:{p}\"]"))
+            .unwrap_or_else(|| "[]".into());
         let (grpc, http) = (free_port(), free_port());
         let data = self.dir.path().join("data");
         let listen = c2s
@@ -176,7 +182,7 @@ impl Cluster {
             format!(
                 "[server]\ndata_dir = \"{}\"\n[c2s]\nlisten = {listen}\ndirect_tls_listen = []\n\
                  auth_failure_delay_ms = 10\nauth_failure_max_delay_ms = 50\n\
-                 [http]\nlisten = [\"127.0.0.1:{http}\"]\n[log]\nlevel = \"info,rookery_rpc=debug\"\n\
+                 [http]\nlisten = [\"127.0.0.1:{http}\"]\n[web]\ntls_listen = {web_listen}\n[log]\nlevel = \"info,rookery_rpc=debug\"\n\
                  [cluster]\nnode = \"{name}\"\ngrpc_listen = \"127.0.0.1:{grpc}\"\n{extra}\n{}",
                 data.display(),
                 self.tail
@@ -188,6 +194,7 @@ impl Cluster {
             role,
             child: None,
             c2s,
+            web,
             grpc,
             http,
             config,
@@ -273,6 +280,11 @@ impl Cluster {
     /// The STARTTLS address of cm `name`.
     pub fn cm_addr(&self, name: &str) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.node(name).c2s.unwrap()))
+    }
+
+    /// The HTTPS address of a cm's web transports (WebSocket, BOSH).
+    pub fn web_addr(&self, name: &str) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.node(name).web.unwrap()))
     }
 
     /// Kills node `name` with SIGKILL.

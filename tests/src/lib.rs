@@ -11,6 +11,7 @@
 
 pub mod cluster;
 pub mod scram;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,6 +52,7 @@ impl TestServer {
         config.c2s.listen = vec![local];
         config.c2s.direct_tls_listen = vec![local];
         config.http.listen = vec![local];
+        config.web.tls_listen = vec![local];
         // Fast failure answers in tests; the throttle itself has a unit test.
         config.c2s.auth_failure_delay_ms = 10;
         config.c2s.auth_failure_max_delay_ms = 50;
@@ -76,6 +78,16 @@ impl TestServer {
     /// The direct TLS address.
     pub fn tls_addr(&self) -> SocketAddr {
         self.running().direct_tls_addrs[0]
+    }
+
+    /// The HTTPS address of the web transports (WebSocket, BOSH, host-meta).
+    pub fn web_tls_addr(&self) -> SocketAddr {
+        self.running().web_tls_addrs[0]
+    }
+
+    /// The plain HTTP address of the web transports, when configured.
+    pub fn web_addr(&self) -> SocketAddr {
+        self.running().web_addrs[0]
     }
 
     /// The HTTP address.

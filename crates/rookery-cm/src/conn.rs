@@ -31,6 +31,7 @@ use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 use tracing::{debug, info};
 
 use crate::C2s;
+use crate::framed::{FrameOut, Framed, Kind};
 use crate::io::Socket;
 
 /// Read chunk size. Bounds how many bytes one read adds to the parser.
@@ -145,6 +146,8 @@ struct Conn {
     socket: Option<Socket>,
     parser: Parser,
     out: Vec<u8>,
+    /// On a framed transport: where each message in `out` ends.
+    bounds: Vec<usize>,
     header_sent: bool,
     /// The authenticated account (bare JID) after SASL.
     user: Option<Jid>,
@@ -172,11 +175,35 @@ struct Conn {
     held: crate::csi::Held,
 }
 
+/// How a connection starts.
+enum Start {
+    /// An accepted TCP connection: STARTTLS, or direct TLS (XEP-0368).
+    Tcp(TcpStream, bool),
+    /// A framed transport (WebSocket, BOSH).
+    Framed(Box<Framed>),
+}
+
 /// Serves one accepted TCP connection to its end.
 pub(crate) async fn run(c2s: Arc<C2s>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
     let label = TransportLabel {
         transport: if direct_tls { "directtls" } else { "starttls" },
     };
+    run_with(c2s, peer, label, Start::Tcp(tcp, direct_tls)).await;
+}
+
+/// Serves one stream over a framed transport (RFC 7395 WebSocket, XEP-0206
+/// BOSH) to its end: the same negotiation and established stream as TCP.
+pub(crate) async fn run_framed(c2s: Arc<C2s>, framed: Framed, peer: SocketAddr) {
+    let label = TransportLabel {
+        transport: match framed.kind {
+            Kind::WebSocket => "websocket",
+            Kind::Bosh => "bosh",
+        },
+    };
+    run_with(c2s, peer, label, Start::Framed(Box::new(framed))).await;
+}
+
+async fn run_with(c2s: Arc<C2s>, peer: SocketAddr, label: TransportLabel, start: Start) {
     c2s.metrics.connections_total.inc();
     let gauge = c2s.metrics.connections.get_or_create(&label).clone();
     gauge.inc();
@@ -188,6 +215,7 @@ pub(crate) async fn run(c2s: Arc<C2s>, tcp: TcpStream, peer: SocketAddr, direct_
         peer,
         socket: None,
         out: Vec::new(),
+        bounds: Vec::new(),
         header_sent: false,
         user: None,
         jid: None,
@@ -203,7 +231,7 @@ pub(crate) async fn run(c2s: Arc<C2s>, tcp: TcpStream, peer: SocketAddr, direct_
         inactive: false,
         held: Default::default(),
     };
-    let end = conn.drive(tcp, direct_tls).await;
+    let end = conn.drive(start).await;
     if let Some(jid) = conn.jid.take() {
         // XEP-0198 §5: a resumable session that did not close cleanly
         // waits for the client to resume it.
@@ -232,10 +260,22 @@ impl Conn {
         self.socket.as_mut().ok_or(End::Gone)
     }
 
-    async fn drive(&mut self, tcp: TcpStream, direct_tls: bool) -> End {
+    async fn drive(&mut self, start: Start) -> End {
         let negotiation = Duration::from_secs(self.c2s.config.negotiation_timeout_secs);
         let deadline = Instant::now() + negotiation;
-        if direct_tls {
+        // The TCP connection that starts with a TLS handshake, if any.
+        let direct_tls = match start {
+            Start::Tcp(tcp, false) => {
+                self.socket = Some(Socket::Plain(tcp));
+                None
+            }
+            Start::Tcp(tcp, true) => Some(tcp),
+            Start::Framed(f) => {
+                self.socket = Some(Socket::Framed(f));
+                None
+            }
+        };
+        if let Some(tcp) = direct_tls {
             // Boxed, like the negotiation below: the connection's future is
             // as large as its largest state, and these two end early.
             match timeout_at(deadline, Box::pin(self.c2s.tls.accept(tcp))).await {
@@ -246,8 +286,6 @@ impl Conn {
                 }
                 Err(_) => return End::Gone,
             }
-        } else {
-            self.socket = Some(Socket::Plain(tcp));
         }
         let mut shutdown = self.c2s.shutdown.clone();
         let mut drain = self.c2s.drain.subscribe();
@@ -277,18 +315,23 @@ impl Conn {
         let write_timeout = Duration::from_secs(self.c2s.config.write_timeout_secs);
         match end {
             End::Gone => {}
-            End::Closed => {
-                self.out.extend_from_slice(b"</stream:stream>");
-            }
+            End::Closed => self.write_close(),
             End::Stream(e) => {
                 debug!(peer = %self.peer, condition = e.condition, text = ?e.text, "stream error");
                 self.c2s.metrics.stream_error(e.condition);
                 if !self.header_sent {
+                    // RFC 7395 §3.5: the <open/> answer comes first there too.
                     self.write_header(None);
                 }
-                e.to_element().write_to(&mut self.out, ns::CLIENT);
-                self.out.extend_from_slice(b"</stream:stream>");
+                self.write_el(&e.to_element());
+                self.write_close();
             }
+        }
+        if self.framed().is_some() {
+            // The transport closes when the stream's end of it goes.
+            let _ = self.flush().await;
+            self.socket = None;
+            return;
         }
         if let Some(mut s) = self.socket.take() {
             let out = std::mem::take(&mut self.out);
@@ -304,7 +347,60 @@ impl Conn {
 
     // ---- output -------------------------------------------------------
 
+    /// The framed transport, if this stream runs over one.
+    fn framed(&self) -> Option<&Framed> {
+        match &self.socket {
+            Some(Socket::Framed(f)) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Ends a message in `out` (framed transports).
+    fn end_message(&mut self) {
+        if self.framed().is_some() {
+            self.bounds.push(self.out.len());
+        }
+    }
+
+    /// Writes one first-level element.
+    fn write_el(&mut self, el: &Element) {
+        if self.framed().is_some() {
+            crate::framed::serialize(el, &mut self.out);
+            self.end_message();
+        } else {
+            el.write_to(&mut self.out, ns::CLIENT);
+        }
+    }
+
+    /// The end of the stream: `</stream:stream>`, or `<close/>` (RFC 7395 §3.6).
+    fn write_close(&mut self) {
+        if self.framed().is_some() {
+            self.out
+                .extend_from_slice(b"<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>");
+            self.end_message();
+        } else {
+            self.out.extend_from_slice(b"</stream:stream>");
+        }
+    }
+
     fn write_header(&mut self, to: Option<&str>) {
+        if self.framed().is_some() {
+            // RFC 7395 §3.4: <open/> with the attributes of RFC 6120 §4.7.
+            self.out
+                .extend_from_slice(b"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' id='");
+            self.out.extend_from_slice(new_id().as_bytes());
+            self.out.extend_from_slice(b"' from='");
+            escape_attr(&mut self.out, &self.c2s.domain);
+            if let Some(to) = to {
+                self.out.extend_from_slice(b"' to='");
+                escape_attr(&mut self.out, to);
+            }
+            self.out
+                .extend_from_slice(b"' version='1.0' xml:lang='en'/>");
+            self.end_message();
+            self.header_sent = true;
+            return;
+        }
         // RFC 6120 §4.7: from is our domain, to echoes the client's from,
         // id is fresh per stream.
         self.out.extend_from_slice(
@@ -335,7 +431,7 @@ impl Conn {
                 })
                 .inc();
         }
-        el.write_to(&mut self.out, ns::CLIENT);
+        self.write_el(el);
     }
 
     async fn flush(&mut self) -> Result<(), End> {
@@ -344,12 +440,32 @@ impl Conn {
         }
         let write_timeout = Duration::from_secs(self.c2s.config.write_timeout_secs);
         let out = std::mem::take(&mut self.out);
+        let bounds = std::mem::take(&mut self.bounds);
         let s = self.socket()?;
-        let r = timeout(write_timeout, async {
-            s.write_all(&out).await?;
-            s.flush().await
-        })
-        .await;
+        let r = match s {
+            Socket::Framed(f) => {
+                let tx = f.tx.clone();
+                timeout(write_timeout, async move {
+                    let mut at = 0;
+                    for end in bounds {
+                        let text = String::from_utf8_lossy(&out[at..end]).into_owned();
+                        at = end;
+                        tx.send(FrameOut::Text(text))
+                            .await
+                            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+                    }
+                    Ok(())
+                })
+                .await
+            }
+            s => {
+                timeout(write_timeout, async {
+                    s.write_all(&out).await?;
+                    s.flush().await
+                })
+                .await
+            }
+        };
         // The traced stanzas in this write are written (or lost with it).
         for hop in self.writing.drain(..) {
             if !matches!(r, Ok(Ok(()))) {
@@ -379,11 +495,19 @@ impl Conn {
     /// Reads until the parser yields an event.
     async fn next_event(&mut self) -> Result<StreamEvent, End> {
         loop {
-            if let Some(ev) = self.parser.next_event().map_err(StreamError::from)? {
+            if let Some(ev) = self.parsed()? {
                 return Ok(ev);
             }
             self.read_more().await?;
         }
+    }
+
+    /// The next complete event already received, if any.
+    fn parsed(&mut self) -> Result<Option<StreamEvent>, End> {
+        if let Some(Socket::Framed(f)) = &mut self.socket {
+            return Ok(f.next_event());
+        }
+        Ok(self.parser.next_event().map_err(StreamError::from)?)
     }
 
     async fn read_more(&mut self) -> Result<(), End> {
@@ -437,6 +561,13 @@ impl Conn {
                 ));
             }
         }
+        // A framed transport without TLS cannot upgrade (RFC 7395 §3.9).
+        if self.framed().is_some_and(|f| !f.secure) && self.c2s.config.require_tls {
+            return Err(stream_err(
+                "policy-violation",
+                "TLS is required: connect with wss:// or https://",
+            ));
+        }
         let features = self.features();
         self.send(&features).await
     }
@@ -445,7 +576,8 @@ impl Conn {
     fn features(&self) -> Element {
         let mut f = Element::new_static("features", ns::STREAMS);
         let tls = self.socket.as_ref().is_some_and(Socket::is_tls);
-        if !tls {
+        // RFC 7395 §3.9, XEP-0206 §4: no STARTTLS inside a framed transport.
+        if !tls && self.framed().is_none() {
             let mut st = Element::new_static("starttls", ns::TLS);
             if self.c2s.config.require_tls {
                 st.push_child(Element::new_static("required", ns::TLS));
@@ -509,6 +641,13 @@ impl Conn {
                 if el.is("starttls", ns::TLS) {
                     if tls {
                         return Err(stream_err("policy-violation", "TLS is already established"));
+                    }
+                    if self.framed().is_some() {
+                        // RFC 7395 §3.9: TLS is negotiated below the framing.
+                        return Err(stream_err(
+                            "policy-violation",
+                            "no STARTTLS over this transport",
+                        ));
                     }
                     self.starttls().await?;
                     continue 'restart;
@@ -937,6 +1076,7 @@ impl Conn {
     fn request_ack(&mut self) {
         self.sm.unrequested = 0;
         self.out.extend_from_slice(b"<r xmlns='urn:xmpp:sm:3'/>");
+        self.end_message();
     }
 
     /// A stanza the cm itself sends to the bound client: through the
@@ -1062,6 +1202,25 @@ impl Conn {
                     if self.ping_pending.is_some() {
                         return Err(stream_err("connection-timeout", "no answer to ping"));
                     }
+                    match self.framed().map(|f| (f.kind, f.tx.clone())) {
+                        Some((Kind::WebSocket, tx)) => {
+                            // RFC 7395 §3.8: a WebSocket ping; any message
+                            // (the pong included) answers it.
+                            self.flush().await?;
+                            let _ = tx.try_send(FrameOut::Ping);
+                            self.ping_pending = Some(String::new());
+                            deadline = Instant::now() + ping_timeout;
+                            continue;
+                        }
+                        Some((Kind::Bosh, _)) => {
+                            // XEP-0124 §10: the BOSH session's inactivity
+                            // period watches the client.
+                            self.flush().await?;
+                            deadline = Instant::now() + interval;
+                            continue;
+                        }
+                        None => {}
+                    }
                     let id = new_id();
                     let ping = Element::new_static("iq", ns::CLIENT)
                         .with_attr("type", "get")
@@ -1079,7 +1238,7 @@ impl Conn {
 
     /// Handles every complete element already buffered.
     async fn drain_input(&mut self) -> Result<(), End> {
-        while let Some(ev) = self.parser.next_event().map_err(StreamError::from)? {
+        while let Some(ev) = self.parsed()? {
             match ev {
                 StreamEvent::Stanza(el) => self.client_stanza(el).await?,
                 StreamEvent::Close => return Err(End::Closed),
@@ -1235,6 +1394,9 @@ thread_local! {
 /// own (4 KiB less per idle connection). Cancel-safe: nothing is read
 /// unless it is also fed.
 async fn read_into(socket: &mut Option<Socket>, parser: &mut Parser) -> Result<(), End> {
+    if let Some(Socket::Framed(f)) = socket {
+        return f.read().await.map_err(|e| e.map_or(End::Gone, End::Stream));
+    }
     std::future::poll_fn(|cx| {
         let Some(s) = socket.as_mut() else {
             return Poll::Ready(Err(End::Gone));

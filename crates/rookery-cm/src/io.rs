@@ -1,4 +1,5 @@
-//! The socket of a client stream: plain TCP until STARTTLS, then TLS.
+//! The socket of a client stream: plain TCP until STARTTLS, then TLS; or a
+//! framed transport (WebSocket, BOSH) that carries whole messages.
 
 use std::io;
 use std::pin::Pin;
@@ -14,11 +15,24 @@ use tokio_rustls::server::TlsStream;
 pub(crate) enum Socket {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// Whole messages (RFC 7395, XEP-0206): never read or written as bytes.
+    Framed(Box<crate::framed::Framed>),
+}
+
+fn framed_io() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "a framed transport has no bytes",
+    )
 }
 
 impl Socket {
     pub(crate) fn is_tls(&self) -> bool {
-        matches!(self, Socket::Tls(_))
+        match self {
+            Socket::Plain(_) => false,
+            Socket::Tls(_) => true,
+            Socket::Framed(f) => f.secure,
+        }
     }
 
     /// RFC 9266 `tls-exporter` channel-binding data. Only for TLS 1.3: with
@@ -45,6 +59,7 @@ impl AsyncRead for Socket {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Socket::Framed(_) => Poll::Ready(Err(framed_io())),
         }
     }
 }
@@ -58,18 +73,21 @@ impl AsyncWrite for Socket {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Socket::Framed(_) => Poll::Ready(Err(framed_io())),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_flush(cx),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Socket::Framed(_) => Poll::Ready(Err(framed_io())),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Socket::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Socket::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Socket::Framed(_) => Poll::Ready(Err(framed_io())),
         }
     }
 }

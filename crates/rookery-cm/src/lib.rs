@@ -12,10 +12,12 @@
 
 mod conn;
 mod csi;
+mod framed;
 mod io;
 mod register;
 mod throttle;
 pub mod tls;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +32,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 pub use throttle::AuthThrottle;
+pub use web::{Web, WebConfig};
 
 /// `[c2s]` section of the configuration.
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -35,7 +35,7 @@ pub struct ConditionLabel {
 /// Label: transport of a connection.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransportLabel {
-    /// `starttls`, `directtls` or `plain`.
+    /// `starttls`, `directtls`, `websocket` (RFC 7395) or `bosh` (XEP-0206).
     pub transport: &'static str,
 }
 

@@ -19,7 +19,9 @@ use tokio::task::JoinSet;
 use tracing::info;
 
 use crate::config::{Config, DrainConfig};
-use crate::server::{StoreHandle, listen, serve_c2s, serve_http, server_secret, tls_config};
+use crate::server::{
+    StoreHandle, listen, serve_c2s, serve_http, serve_web, server_secret, tls_config,
+};
 use crate::telemetry::Telemetry;
 
 /// A running cluster member.
@@ -35,6 +37,10 @@ pub struct ClusterNode {
     pub direct_tls_addrs: Vec<SocketAddr>,
     /// Bound HTTP (metrics, health) addresses.
     pub http_addrs: Vec<SocketAddr>,
+    /// Bound plain HTTP web transport addresses (cm role).
+    pub web_addrs: Vec<SocketAddr>,
+    /// Bound HTTPS web transport addresses (cm role).
+    pub web_tls_addrs: Vec<SocketAddr>,
     /// The sessions this node owns (session role).
     pub sessions: Option<Arc<LocalSessions>>,
     /// Metrics.
@@ -196,6 +202,8 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
         c2s_addrs: Vec::new(),
         direct_tls_addrs: Vec::new(),
         http_addrs: Vec::new(),
+        web_addrs: Vec::new(),
+        web_tls_addrs: Vec::new(),
         sessions: None,
         metrics: metrics.clone(),
         membership: membership.clone(),
@@ -277,6 +285,7 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
         );
         (out.c2s_addrs, out.direct_tls_addrs) =
             serve_c2s(&c2s, &config, &mut out.c2s_tasks).await?;
+        (out.web_addrs, out.web_tls_addrs) = serve_web(&c2s, &config, &mut out.c2s_tasks).await?;
         out.c2s = Some(c2s);
     }
     out.http_addrs = serve_http(&config, &metrics, &out.ready, &shutdown_rx, &mut tasks).await?;

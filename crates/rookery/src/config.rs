@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use rookery_cm::{C2sConfig, RegistrationConfig};
+use rookery_cm::{C2sConfig, RegistrationConfig, WebConfig};
 use rookery_session::SessionConfig;
 use rookery_session::modules::ModulesConfig;
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,8 @@ pub struct Config {
     pub c2s: C2sConfig,
     /// `[registration]`
     pub registration: RegistrationConfig,
+    /// `[web]`: WebSocket, BOSH and host-meta (docs/decisions/0016-web-transports.md).
+    pub web: WebConfig,
     /// `[session]`
     pub session: SessionConfig,
     /// `[modules]`
@@ -336,6 +338,18 @@ impl Config {
             "tls.cert and tls.key must be set together"
         );
         anyhow::ensure!(self.c2s.max_depth >= 4, "c2s.max_depth must be at least 4");
+        let web = &self.web;
+        anyhow::ensure!(
+            web.public_url.is_empty()
+                || web.public_url.starts_with("https://")
+                || web.public_url.starts_with("http://"),
+            "web.public_url must be an http:// or https:// URL, not {:?}",
+            web.public_url
+        );
+        anyhow::ensure!(
+            web.bosh_max_wait_secs >= 1 && web.bosh_inactivity_secs >= 1,
+            "web.bosh_max_wait_secs and web.bosh_inactivity_secs must be at least 1"
+        );
         anyhow::ensure!(
             self.cluster.shards >= 1,
             "cluster.shards must be at least 1"

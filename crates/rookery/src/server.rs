@@ -32,6 +32,10 @@ pub struct Running {
     pub direct_tls_addrs: Vec<SocketAddr>,
     /// Bound HTTP (metrics, health) addresses.
     pub http_addrs: Vec<SocketAddr>,
+    /// Bound plain HTTP web transport addresses (`[web] listen`).
+    pub web_addrs: Vec<SocketAddr>,
+    /// Bound HTTPS web transport addresses (`[web] tls_listen`).
+    pub web_tls_addrs: Vec<SocketAddr>,
     /// The session service.
     pub sessions: Arc<LocalSessions>,
     /// Metrics.
@@ -248,6 +252,46 @@ pub(crate) async fn serve_c2s(
     Ok((starttls, direct))
 }
 
+/// Binds the web transport listeners (WebSocket, BOSH, host-meta) and
+/// serves them on `tasks`; returns the plain and the HTTPS addresses.
+pub(crate) async fn serve_web(
+    c2s: &Arc<C2s>,
+    config: &Config,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<(Vec<SocketAddr>, Vec<SocketAddr>)> {
+    let plain = bind_all(&config.web.listen, "web").await?;
+    let tls = bind_all(&config.web.tls_listen, "web TLS").await?;
+    // XEP-0156: advertised as configured, or the domain with the port
+    // actually bound.
+    let public_url = if !config.web.public_url.is_empty() {
+        config.web.public_url.clone()
+    } else {
+        let domain = &config.server.domain;
+        match (tls.first(), plain.first()) {
+            (Some(l), _) => match l.local_addr()?.port() {
+                443 => format!("https://{domain}"),
+                port => format!("https://{domain}:{port}"),
+            },
+            (None, Some(l)) => format!("http://{domain}:{}", l.local_addr()?.port()),
+            (None, None) => return Ok((Vec::new(), Vec::new())),
+        }
+    };
+    let web = rookery_cm::Web::new(c2s.clone(), config.web.clone(), &public_url);
+    let mut out = (Vec::new(), Vec::new());
+    for (l, is_tls) in plain
+        .into_iter()
+        .map(|l| (l, false))
+        .chain(tls.into_iter().map(|l| (l, true)))
+    {
+        let addr = l.local_addr()?;
+        let transport = if is_tls { "https" } else { "http" };
+        info!(role = "web", %addr, transport, %public_url, "listening");
+        if is_tls { &mut out.1 } else { &mut out.0 }.push(addr);
+        tasks.spawn(web.clone().serve(l, is_tls));
+    }
+    Ok(out)
+}
+
 /// Binds the operations endpoints and serves them on `tasks`; returns
 /// their addresses. Started last: its "listening" line says the process is up.
 pub(crate) async fn serve_http(
@@ -320,6 +364,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         c2s_addrs: Vec::new(),
         direct_tls_addrs: Vec::new(),
         http_addrs: Vec::new(),
+        web_addrs: Vec::new(),
+        web_tls_addrs: Vec::new(),
         sessions,
         metrics: metrics.clone(),
         shutdown: shutdown_tx,
@@ -328,6 +374,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         telemetry,
     };
     (running.c2s_addrs, running.direct_tls_addrs) = serve_c2s(&c2s, &config, &mut tasks).await?;
+    (running.web_addrs, running.web_tls_addrs) = serve_web(&c2s, &config, &mut tasks).await?;
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
     running.http_addrs = serve_http(&config, &metrics, &ready, &shutdown_rx, &mut tasks).await?;
     info!(domain = %domain, data_dir = %data_dir.display(), store = ?config.store.backend, "rookery started");

@@ -955,6 +955,47 @@ async fn a_draining_cm_sends_clients_elsewhere() {
     assert!(status.success(), "{status}\n{}", c.logs());
 }
 
+/// The web transports live on the cm role: a WebSocket client on one cm
+/// and a BOSH client on the other chat through the session node.
+#[tokio::test]
+async fn web_transports_on_connection_managers() {
+    use rookery_e2e::web::{Ws, bosh, bosh_login, req};
+    let c = Cluster::start(bin(), 1, 2, "", "");
+    c.wait_settled().await;
+    let a = user_on("wa", "session1");
+    let b = user_on("wb", "session1");
+    c.add_user(&a, "pw").await;
+    c.add_user(&b, "pw").await;
+    let mut ws = Ws::login(c.web_addr("cm1"), &a, "ws").await;
+    let web2 = c.web_addr("cm2");
+    let sid = bosh_login(web2, &b, "bosh", 500).await;
+    let held = tokio::spawn({
+        let sid = sid.clone();
+        async move { bosh(web2, &req(&sid, 504, "", "")).await }
+    });
+    ws.send(&format!(
+        "<message xmlns='jabber:client' to='{b}@localhost/bosh' type='chat'><body>across cms</body></message>"
+    ))
+    .await;
+    let r = held.await.unwrap();
+    let m = r
+        .child("message", "jabber:client")
+        .unwrap_or_else(|| panic!("{r:?}\n{}", c.logs()));
+    assert_eq!(m.attr("from"), Some(format!("{a}@localhost/ws").as_str()));
+    // Held until its `wait`: not awaited.
+    let back = format!(
+        "<message xmlns='jabber:client' to='{a}@localhost/ws' type='chat'><body>and back</body></message>"
+    );
+    let _held = tokio::spawn(async move { bosh(web2, &req(&sid, 505, "", &back)).await });
+    let m = loop {
+        let el = ws.next().await;
+        if el.name() == "message" {
+            break el;
+        }
+    };
+    assert_eq!(m.child("body", "jabber:client").unwrap().text(), "and back");
+}
+
 async fn ready_status(http: u16) -> String {
     rookery_e2e::cluster::http_status(http, "/ready")
         .await

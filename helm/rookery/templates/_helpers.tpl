@@ -80,8 +80,16 @@ the chart decides laid over it. Call with (dict "ctx" $ "role" "cm").
 {{- $chart := dict "server" (dict "data_dir" "/var/lib/rookery") "http" (dict "listen" (list (printf "0.0.0.0:%d" (int $v.ports.http)))) -}}
 {{- if eq .role "session" -}}
 {{- $_ := set $chart "c2s" (dict "listen" (list) "direct_tls_listen" (list)) -}}
+{{- $_ := set $chart "web" (dict "tls_listen" (list)) -}}
 {{- else -}}
 {{- $_ := set $chart "c2s" (dict "listen" (list (printf "0.0.0.0:%d" (int $v.ports.c2s))) "direct_tls_listen" (list (printf "0.0.0.0:%d" (int $v.ports.c2sTls)))) -}}
+{{- $web := dict "tls_listen" (list (printf "0.0.0.0:%d" (int $v.ports.web))) -}}
+{{- $userWeb := $cfg.web | default dict -}}
+{{- if not $userWeb.public_url -}}
+{{- $port := int $v.service.ports.web -}}
+{{- $_ := set $web "public_url" (ternary (printf "https://%s" $v.config.server.domain) (printf "https://%s:%d" $v.config.server.domain $port) (eq $port 443)) -}}
+{{- end -}}
+{{- $_ := set $chart "web" $web -}}
 {{- end -}}
 {{- if include "rookery.tlsSecretName" $ctx -}}
 {{- $_ := set $chart "tls" (dict "cert" "/etc/rookery/tls/tls.crt" "key" "/etc/rookery/tls/tls.key") -}}
@@ -387,6 +395,9 @@ spec:
           protocol: TCP
         - name: c2s-tls
           containerPort: {{ $v.ports.c2sTls }}
+          protocol: TCP
+        - name: web
+          containerPort: {{ $v.ports.web }}
           protocol: TCP
         {{- end }}
         - name: http

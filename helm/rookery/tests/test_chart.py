@@ -296,12 +296,17 @@ def test_container_ports_match_config(case):
         cfg = role_config(docs, w)
         role = w["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
         if role == "session":
-            assert "c2s" not in ports
+            assert "c2s" not in ports and "web" not in ports
             assert cfg["c2s"]["listen"] == [] and cfg["c2s"]["direct_tls_listen"] == []
+            assert cfg["web"]["tls_listen"] == []
         else:
             assert ports["c2s"] == 5222 and ports["c2s-tls"] == 5223
             assert cfg["c2s"]["listen"] == ["0.0.0.0:5222"]
             assert cfg["c2s"]["direct_tls_listen"] == ["0.0.0.0:5223"]
+            # The web transports (decision 0016), advertised at the Service's port.
+            assert ports["web"] == 5443
+            assert cfg["web"]["tls_listen"] == ["0.0.0.0:5443"]
+            assert cfg["web"]["public_url"].startswith("https://")
         if role in ("cm", "session"):
             assert ports["grpc"] == 7400
             assert cfg["cluster"]["grpc_listen"] == "0.0.0.0:7400"
@@ -605,6 +610,7 @@ def test_services_select_pods(case):
     assert c2s["spec"]["type"] == values["service"]["type"]
     ports = {p["name"]: p for p in c2s["spec"]["ports"]}
     assert (ports["c2s"]["port"], ports["c2s-tls"]["port"]) == (5222, 5223)
+    assert (ports["web"]["port"], ports["web"]["targetPort"]) == (443, "web")
     assert ports["c2s"]["targetPort"] == "c2s"
     target = "rookery-cm" if cluster_mode(case) else "rookery"
     labels = dict(pod_labels(docs))[target]
@@ -839,7 +845,7 @@ def test_dockerfile():
     assert re.search(r"^FROM gcr.io/distroless/cc-debian12:nonroot", text, re.M)
     assert "USER 65532:65532" in text
     assert 'ENTRYPOINT ["/usr/local/bin/rookery"]' in text
-    assert re.search(r"^EXPOSE 5222 5223 5280 7400$", text, re.M)
+    assert re.search(r"^EXPOSE 5222 5223 5443 5280 7400$", text, re.M)
     ignored = (REPO / ".dockerignore").read_text().split()
     assert "target" in ignored and ".git" in ignored
 
