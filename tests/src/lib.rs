@@ -51,6 +51,7 @@ impl TestServer {
         config.c2s.listen = vec![local];
         config.c2s.direct_tls_listen = vec![local];
         config.http.listen = vec![local];
+        config.s2s.listen = vec![local];
         // Fast failure answers in tests; the throttle itself has a unit test.
         config.c2s.auth_failure_delay_ms = 10;
         config.c2s.auth_failure_max_delay_ms = 50;

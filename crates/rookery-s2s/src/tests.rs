@@ -469,3 +469,45 @@ fn config_parses() {
     assert_eq!(c.listen, S2sConfig::default().listen);
     assert!(toml::from_str::<S2sConfig>("nope = 1").is_err());
 }
+
+/// XEP-0368: a peer reached with direct TLS (ALPN `xmpp-server`) on its
+/// direct TLS listener.
+#[tokio::test]
+async fn direct_tls_peer() {
+    let dir = temp_dir();
+    let (la, aa) = bind().await;
+    let (lb, _) = bind().await;
+    let (lb_direct, ab_direct) = bind().await;
+    let mut cfg_a = config();
+    cfg_a.peers.insert(
+        "b.example".into(),
+        PeerConfig {
+            tls: PeerTls::Direct,
+            ..peer(ab_direct)
+        },
+    );
+    let mut cfg_b = config();
+    cfg_b.peers.insert("a.example".into(), peer(aa));
+    let a = start(
+        "a.example",
+        la,
+        self_signed(&dir, "a", &["a.example"]),
+        cfg_a,
+    )
+    .await;
+    let mut b = start(
+        "b.example",
+        lb,
+        self_signed(&dir, "b", &["b.example"]),
+        cfg_b,
+    )
+    .await;
+    tokio::spawn(b.s2s.clone().serve(lb_direct, true));
+    a.s2s
+        .send_remote(message("alice@a.example", "bob@b.example", "direct"));
+    let got = b.next().await;
+    assert_eq!(
+        got.element().child("body", ns::CLIENT).unwrap().text(),
+        "direct"
+    );
+}

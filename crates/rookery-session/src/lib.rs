@@ -26,8 +26,8 @@ use rookery_core::metrics::Metrics;
 use rookery_core::roles::{Resumed, SmError, SmParams};
 use rookery_core::telemetry::{self, Hop, KeyValue, SpanKind};
 use rookery_core::{
-    BindError, BindRequest, ClientLink, DeliverError, Jid, SessionService, Stanza, StanzaError,
-    StanzaKind, StoreError, StreamError, UserStore, new_id,
+    BindError, BindRequest, ClientLink, DeliverError, InboundRouter, Jid, RemoteRouter,
+    SessionService, Stanza, StanzaError, StanzaKind, StoreError, StreamError, UserStore, new_id,
 };
 use rookery_xml::Element;
 use serde::{Deserialize, Serialize};
@@ -210,6 +210,8 @@ pub struct LocalSessions {
     me: Weak<LocalSessions>,
     /// The other session nodes, in a cluster (set once at start).
     peers: std::sync::OnceLock<Arc<dyn peers::Peers>>,
+    /// Federation: where stanzas for other domains go (set once at start).
+    remote: std::sync::OnceLock<Arc<dyn RemoteRouter>>,
 }
 
 impl LocalSessions {
@@ -239,7 +241,14 @@ impl LocalSessions {
             started: Instant::now(),
             me: me.clone(),
             peers: std::sync::OnceLock::new(),
+            remote: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Enables federation: stanzas for other domains go to `remote`
+    /// (RFC 6120 §10.4). Set once, at start.
+    pub fn set_remote(&self, remote: Arc<dyn RemoteRouter>) {
+        let _ = self.remote.set(remote);
     }
 
     /// Joins a cluster: accounts whose shard `peers` does not give to this
@@ -1001,8 +1010,17 @@ impl LocalSessions {
         jid.domain() == self.domain
     }
 
-    /// Sends a reply to a session of ours.
+    /// Sends a reply to a session of ours (or, for a remote sender, back
+    /// through federation).
     fn reply(&self, to: &Jid, el: Element) {
+        if !self.is_local_domain(to)
+            && let Some(remote) = self.remote.get()
+        {
+            if let Ok(st) = Stanza::parse(el) {
+                remote.send_remote(st);
+            }
+            return;
+        }
         if let Some(peers) = self.remote_owner(&to.to_bare()) {
             // A reply to a sender on another node (an error from the
             // recipient's side): delivered in the background, in order with
@@ -1585,11 +1603,43 @@ impl LocalSessions {
             self.route_local(from, stanza, to).await;
             return true;
         }
-        // RFC 6120 §10.4: a remote domain. Federation is its own issue; until
-        // then the sender learns at once that the server cannot be reached.
+        // RFC 6120 §10.4: a remote domain.
+        if let Some(remote) = self.remote.get() {
+            remote.send_remote(stanza);
+            return true;
+        }
+        // Without federation the sender learns at once that the server
+        // cannot be reached.
         if !stanza.is_error() && stanza.kind() != StanzaKind::Presence {
             self.reply_error(from, &stanza, StanzaError::remote_server_not_found());
         }
         true
+    }
+}
+
+/// Stanzas from remote servers (and the s2s role's bounces). A minimal
+/// version: messages and iqs are routed as a local sender's would be (their
+/// replies go back through federation); presence is delivered to the
+/// addressed account without the RFC 6121 subscription handling.
+#[async_trait]
+impl InboundRouter for LocalSessions {
+    fn serves(&self, domain: &str) -> bool {
+        domain == self.domain
+    }
+
+    async fn route_inbound(&self, stanza: Stanza) {
+        let (Some(from), Some(to)) = (stanza.from().cloned(), stanza.to().cloned()) else {
+            return;
+        };
+        if !self.is_local_domain(&to) {
+            return;
+        }
+        if stanza.kind() == StanzaKind::Presence {
+            if to.node().is_some() {
+                self.route_local(&from, stanza, to).await;
+            }
+            return;
+        }
+        self.route_stanza(&from, stanza).await;
     }
 }

@@ -21,7 +21,7 @@ fn write_config(dir: &std::path::Path) -> std::path::PathBuf {
     std::fs::write(
         &path,
         format!(
-            "[server]\ndomain = 'example.test'\ndata_dir = '{}'\n\n[c2s]\nlisten = ['127.0.0.1:0']\ndirect_tls_listen = ['127.0.0.1:0']\n\n[http]\nlisten = ['127.0.0.1:0']\n",
+            "[server]\ndomain = 'example.test'\ndata_dir = '{}'\n\n[c2s]\nlisten = ['127.0.0.1:0']\ndirect_tls_listen = ['127.0.0.1:0']\n\n[s2s]\nlisten = ['127.0.0.1:0']\n\n[http]\nlisten = ['127.0.0.1:0']\n",
             dir.join("data").display()
         ),
     )
