@@ -39,6 +39,7 @@ async fn two_servers(auth: Auth) -> (TestServer, TestServer, tempfile::TempDir) 
         let (me, other) = (me.to_owned(), other.to_owned());
         move |c: &mut rookery::config::Config| {
             c.server.domain = me;
+            c.s2s.enabled = true;
             c.s2s.listen = vec![format!("127.0.0.1:{port}").parse().unwrap()];
             c.tls.cert = Some(cert);
             c.tls.key = Some(key);

@@ -194,6 +194,7 @@ async fn run(secure: bool) {
         c.server.domain = ROOKERY.into();
         c.tls.cert = Some(cert_dir.join(format!("{ROOKERY}.crt")));
         c.tls.key = Some(cert_dir.join(format!("{ROOKERY}.key")));
+        c.s2s.enabled = true;
         c.s2s.listen = vec!["127.0.0.1:5269".parse().unwrap()];
         let mut peer = rookery_s2s::PeerConfig {
             address: format!("127.0.0.1:{s2s}"),
