@@ -511,3 +511,44 @@ async fn direct_tls_peer() {
         "direct"
     );
 }
+
+/// The parser limits of c2s apply: a stanza over `max_stanza_bytes` is a
+/// `<policy-violation/>` (RFC 6120 §4.9.3.14); more streams from one domain
+/// than `max_inbound_per_domain` too.
+#[tokio::test]
+async fn stanza_size_and_stream_count_limits() {
+    let (a, _b, _dir) = pair(|me, cfg, _| {
+        if me == "b.example" {
+            cfg.max_stanza_bytes = 10_000;
+            cfg.max_inbound_per_domain = 2;
+        }
+    })
+    .await;
+    let (socket, _) = connect(&a.s2s, "b.example").await.unwrap();
+    let (mut st, _) = negotiate(&a.s2s, "a.example", "b.example", socket, Purpose::Stanzas)
+        .await
+        .unwrap();
+    // That stream and a second one from a.example fill b.example's limit
+    // of 2 (the dialback callback went the other way, to a.example).
+    let (socket, _) = connect(&a.s2s, "b.example").await.unwrap();
+    let (_second, _) = negotiate(&a.s2s, "a.example", "b.example", socket, Purpose::Verify)
+        .await
+        .unwrap();
+    let (socket, _) = connect(&a.s2s, "b.example").await.unwrap();
+    match negotiate(&a.s2s, "a.example", "b.example", socket, Purpose::Verify).await {
+        Err(outbound::Failure::NotFound(why)) => {
+            assert!(why.contains("policy-violation"), "{why}")
+        }
+        other => panic!("expected policy-violation, got {:?}", other.map(|_| ())),
+    }
+    let mut m = Vec::new();
+    message("alice@a.example", "bob@b.example", &"x".repeat(20_000))
+        .element()
+        .write_to_mapped(&mut m, ns::SERVER, (ns::CLIENT, ns::SERVER));
+    st.out.extend_from_slice(&m);
+    let _ = st.flush().await;
+    match tokio::time::timeout(WAIT, st.next_event()).await.unwrap() {
+        Err(Fail::Peer(c)) => assert_eq!(c, "policy-violation"),
+        other => panic!("expected policy-violation, got {other:?}"),
+    }
+}
