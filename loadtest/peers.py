@@ -669,6 +669,9 @@ key = "{self.key}"
 listen = ["127.0.0.1:{self.port}"]
 direct_tls_listen = ["127.0.0.1:{self.direct_tls_port}"]
 
+[s2s]
+enabled = false
+
 [registration]
 enabled = true
 min_interval_secs = 0

@@ -7,18 +7,29 @@ cd "$(dirname "$0")/.."
 # System packages the tests use: gcc for the bundled SQLite, Debian's
 # slixmpp for the interop tests (run with /usr/bin/python3), redis-server
 # (and redis-cli) for the rookery-cluster tests, which start their own;
-# python3-venv for the Helm chart's tests (their packages come from PyPI).
+# python3-venv for the Helm chart's tests (their packages come from PyPI);
+# prosody (with lua-unbound, its resolver) for the federation interop test.
 missing=()
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 /usr/bin/python3 -c 'import slixmpp' >/dev/null 2>&1 || missing+=(python3-slixmpp)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+[ -x /usr/bin/prosody ] || missing+=(prosody)
+dpkg -s lua-unbound >/dev/null 2>&1 || missing+=(lua-unbound)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# The package may start its own Prosody, which holds port 5269: the
+# interop test (tests/tests/interop_prosody.rs) needs 127.0.0.1:5269 and
+# runs a Prosody of its own.
+if pgrep -u prosody -x lua5.4 >/dev/null 2>&1 || pgrep -u prosody prosody >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo service prosody stop >/dev/null 2>&1 || $sudo prosodyctl stop >/dev/null 2>&1 || true
 fi
 
 # The npm packages of the web transport interop tests (@xmpp/client,

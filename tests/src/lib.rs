@@ -53,6 +53,10 @@ impl TestServer {
         config.c2s.direct_tls_listen = vec![local];
         config.http.listen = vec![local];
         config.web.tls_listen = vec![local];
+        config.s2s.listen = vec![local];
+        // No federation (and so no DNS) unless a test turns it on: stanzas
+        // to other domains get remote-server-not-found at once.
+        config.s2s.enabled = false;
         // Fast failure answers in tests; the throttle itself has a unit test.
         config.c2s.auth_failure_delay_ms = 10;
         config.c2s.auth_failure_max_delay_ms = 50;

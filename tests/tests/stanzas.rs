@@ -116,7 +116,7 @@ async fn iq_between_users_and_errors() {
         .iq("<iq to='bob@localhost' type='get' id='q4'><ping xmlns='urn:xmpp:ping'/></iq>")
         .await;
     assert_eq!(r.attr("type"), Some("result"));
-    // A remote domain (no federation yet): remote-server-not-found.
+    // A remote domain (federation is off in test servers): remote-server-not-found.
     let e = a
         .iq("<iq to='juliet@example.net' type='get' id='q5'><ping xmlns='urn:xmpp:ping'/></iq>")
         .await;

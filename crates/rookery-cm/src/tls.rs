@@ -166,6 +166,12 @@ impl ReloadingCert {
         Ok(true)
     }
 
+    /// The certificate and key served now; also the client certificate of
+    /// outbound server-to-server streams (RFC 6120 §6.4, SASL EXTERNAL).
+    pub fn certified_key(&self) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.current.read().ok().map(|c| c.key.clone())
+    }
+
     /// Checks the files every `every` until the process ends.
     pub fn watch(self: Arc<Self>, every: Duration) {
         tokio::spawn(async move {
@@ -187,7 +193,7 @@ impl rustls::server::ResolvesServerCert for ReloadingCert {
         &self,
         _hello: rustls::server::ClientHello<'_>,
     ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        self.current.read().ok().map(|c| c.key.clone())
+        self.certified_key()
     }
 }
 

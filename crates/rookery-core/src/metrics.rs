@@ -39,6 +39,13 @@ pub struct TransportLabel {
     pub transport: &'static str,
 }
 
+/// Label: direction of a server-to-server stream.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    /// `in` or `out`.
+    pub direction: &'static str,
+}
+
 /// Label: a gRPC call between roles.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RpcLabel {
@@ -87,6 +94,14 @@ pub struct Metrics {
     pub redis_errors: Counter,
     /// Stanzas handed to another node again after a failed attempt.
     pub rpc_retries: Counter,
+    /// Authenticated server-to-server streams open now.
+    pub s2s_streams: Family<DirectionLabel, Gauge>,
+    /// Stanzas sent to and received from remote servers.
+    pub s2s_stanzas: Family<DirectionLabel, Counter>,
+    /// Stanzas to remote servers bounced, by the error condition.
+    pub s2s_bounced: Family<ConditionLabel, Counter>,
+    /// Outbound streams that could not be established.
+    pub s2s_failures: Counter,
 }
 
 impl Metrics {
@@ -107,6 +122,10 @@ impl Metrics {
             shard_handovers: Counter::default(),
             redis_errors: Counter::default(),
             rpc_retries: Counter::default(),
+            s2s_streams: Family::default(),
+            s2s_stanzas: Family::default(),
+            s2s_bounced: Family::default(),
+            s2s_failures: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -169,6 +188,26 @@ impl Metrics {
             "rpc_retries",
             "gRPC calls retried after a failure",
             m.rpc_retries.clone(),
+        );
+        registry.register(
+            "s2s_streams",
+            "Authenticated server-to-server streams",
+            m.s2s_streams.clone(),
+        );
+        registry.register(
+            "s2s_stanzas",
+            "Stanzas exchanged with remote servers",
+            m.s2s_stanzas.clone(),
+        );
+        registry.register(
+            "s2s_bounced",
+            "Stanzas to remote servers bounced with an error",
+            m.s2s_bounced.clone(),
+        );
+        registry.register(
+            "s2s_failures",
+            "Outbound server-to-server streams that failed to establish",
+            m.s2s_failures.clone(),
         );
         Arc::new(Metrics { registry, ..m })
     }

@@ -252,7 +252,37 @@ impl Element {
     /// elements (namespace [`ns::STREAMS`]) are written with the `stream:` prefix
     /// that every stream header declares.
     pub fn write_to(&self, out: &mut Vec<u8>, parent_ns: &str) {
+        self.write_mapped(out, parent_ns, None);
+    }
+
+    /// [`Element::write_to`], writing every element in namespace `map.0` as
+    /// if it were in `map.1`: a stanza parsed from a `jabber:client` stream
+    /// goes out on a `jabber:server` stream (RFC 6120 §4.8.3) without a copy
+    /// of its tree.
+    pub fn write_to_mapped(&self, out: &mut Vec<u8>, parent_ns: &str, map: (&str, &str)) {
+        self.write_mapped(out, parent_ns, Some(map));
+    }
+
+    /// Renames namespace `from` to `to` on this element and its descendants
+    /// (a stanza received on a `jabber:server` stream becomes the
+    /// `jabber:client` tree the rest of the server handles).
+    pub fn map_ns(&mut self, from: &str, to: &str) {
+        if *self.ns == *from {
+            self.ns = ns::intern(to);
+        }
+        for n in &mut self.children {
+            if let Node::Element(e) = n {
+                e.map_ns(from, to);
+            }
+        }
+    }
+
+    fn write_mapped(&self, out: &mut Vec<u8>, parent_ns: &str, map: Option<(&str, &str)>) {
         let prefixed = *self.ns == *ns::STREAMS;
+        let own_ns: &str = match map {
+            Some((from, to)) if *self.ns == *from => to,
+            _ => &self.ns,
+        };
         out.push(b'<');
         if prefixed {
             out.extend_from_slice(b"stream:");
@@ -261,12 +291,12 @@ impl Element {
         let default_ns = if prefixed {
             parent_ns
         } else {
-            if *self.ns != *parent_ns {
+            if own_ns != parent_ns {
                 out.extend_from_slice(b" xmlns='");
-                escape_attr(out, &self.ns);
+                escape_attr(out, own_ns);
                 out.push(b'\'');
             }
-            &self.ns
+            own_ns
         };
         let mut generated = 0usize;
         for a in &self.attrs {
@@ -299,7 +329,7 @@ impl Element {
         out.push(b'>');
         for n in &self.children {
             match n {
-                Node::Element(e) => e.write_to(out, default_ns),
+                Node::Element(e) => e.write_mapped(out, default_ns, map),
                 Node::Text(t) => escape_text(out, t),
             }
         }

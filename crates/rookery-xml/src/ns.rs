@@ -11,6 +11,10 @@ pub const STREAMS: &str = "http://etherx.jabber.org/streams";
 pub const CLIENT: &str = "jabber:client";
 /// RFC 6120 §4.8.2: content namespace of server-to-server streams.
 pub const SERVER: &str = "jabber:server";
+/// XEP-0220 §2.4.1: Server Dialback elements (`db:` prefix).
+pub const DIALBACK: &str = "jabber:server:dialback";
+/// XEP-0220 §2.4.2: the dialback stream feature.
+pub const DIALBACK_FEATURE: &str = "urn:xmpp:features:dialback";
 /// RFC 6120 §4.9.3: stream error conditions.
 pub const STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
 /// RFC 6120 §8.3: stanza error conditions.
@@ -58,6 +62,8 @@ const KNOWN: &[&str] = &[
     CLIENT,
     STREAMS,
     SERVER,
+    DIALBACK,
+    DIALBACK_FEATURE,
     STREAM_ERRORS,
     STANZAS,
     TLS,

@@ -353,3 +353,22 @@ fn empty_prefix_and_duplicate_resolved_attributes() {
         assert!(matches!(e, XmlError::NotWellFormed(_)), "{body}: {e:?}");
     }
 }
+
+/// A `jabber:client` tree written for a `jabber:server` stream, and back.
+#[test]
+fn namespace_mapping_for_server_streams() {
+    let mut el = Element::parse(
+        "<message xmlns='jabber:client' to='a@b'><body>hi</body><x xmlns='urn:x'><y/></x></message>",
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    el.write_to_mapped(&mut out, ns::SERVER, (ns::CLIENT, ns::SERVER));
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "<message to='a@b'><body>hi</body><x xmlns='urn:x'><y/></x></message>"
+    );
+    el.map_ns(ns::CLIENT, ns::SERVER);
+    assert_eq!(el.ns(), ns::SERVER);
+    assert_eq!(el.child("body", ns::SERVER).unwrap().text(), "hi");
+    assert!(el.child("x", "urn:x").is_some());
+}

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use rookery_cm::{C2sConfig, RegistrationConfig, WebConfig};
+use rookery_s2s::S2sConfig;
 use rookery_session::SessionConfig;
 use rookery_session::modules::ModulesConfig;
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,8 @@ pub struct Config {
     pub registration: RegistrationConfig,
     /// `[web]`: WebSocket, BOSH and host-meta (docs/decisions/0016-web-transports.md).
     pub web: WebConfig,
+    /// `[s2s]`: federation (docs/decisions/0017-federation.md).
+    pub s2s: S2sConfig,
     /// `[session]`
     pub session: SessionConfig,
     /// `[modules]`
@@ -350,6 +353,17 @@ impl Config {
             web.bosh_max_wait_secs >= 1 && web.bosh_inactivity_secs >= 1,
             "web.bosh_max_wait_secs and web.bosh_inactivity_secs must be at least 1"
         );
+        anyhow::ensure!(
+            self.s2s.max_stanza_bytes >= 10_000,
+            "s2s.max_stanza_bytes must be at least 10000 (RFC 6120 §13.12)"
+        );
+        anyhow::ensure!(self.s2s.max_depth >= 4, "s2s.max_depth must be at least 4");
+        for (domain, peer) in &self.s2s.peers {
+            anyhow::ensure!(
+                !(peer.ca.is_some() && peer.cert.is_some()),
+                "s2s.peers.{domain:?}: set ca or cert, not both"
+            );
+        }
         anyhow::ensure!(
             self.cluster.shards >= 1,
             "cluster.shards must be at least 1"

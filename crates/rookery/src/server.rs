@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rookery_cm::C2s;
-use rookery_cm::tls::CertSource;
+use rookery_cm::tls::{CertSource, ReloadingCert};
 use rookery_core::UserStore;
 use rookery_core::metrics::Metrics;
 use rookery_core::users::StoreError;
+use rookery_s2s::S2s;
 use rookery_scylla::ScyllaStore;
 use rookery_session::{LocalSessions, Stores};
 use rookery_store::SqliteStore;
@@ -36,6 +37,10 @@ pub struct Running {
     pub web_addrs: Vec<SocketAddr>,
     /// Bound HTTPS web transport addresses (`[web] tls_listen`).
     pub web_tls_addrs: Vec<SocketAddr>,
+    /// Bound server-to-server (STARTTLS) addresses.
+    pub s2s_addrs: Vec<SocketAddr>,
+    /// Bound server-to-server direct TLS addresses (XEP-0368).
+    pub s2s_direct_tls_addrs: Vec<SocketAddr>,
     /// The session service.
     pub sessions: Arc<LocalSessions>,
     /// Metrics.
@@ -211,6 +216,13 @@ pub(crate) async fn bind_all(addrs: &[SocketAddr], what: &str) -> anyhow::Result
 /// The TLS configuration of the client listeners: the configured
 /// certificate, or a generated one kept under the data directory.
 pub(crate) fn tls_config(config: &Config) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    Ok(tls_identity(config)?.0)
+}
+
+/// [`tls_config`], and the certificate it serves (also the s2s role's).
+pub(crate) fn tls_identity(
+    config: &Config,
+) -> anyhow::Result<(Arc<rustls::ServerConfig>, Arc<ReloadingCert>)> {
     let cert = match (&config.tls.cert, &config.tls.key) {
         (Some(cert), Some(key)) => CertSource::Files {
             cert: cert.clone(),
@@ -223,9 +235,52 @@ pub(crate) fn tls_config(config: &Config) -> anyhow::Result<Arc<rustls::ServerCo
     };
     let (tls, cert) = rookery_cm::tls::reloading_server_config(&cert).context("TLS certificate")?;
     if config.tls.reload_secs > 0 {
-        cert.watch(Duration::from_secs(config.tls.reload_secs));
+        cert.clone()
+            .watch(Duration::from_secs(config.tls.reload_secs));
     }
-    Ok(tls)
+    Ok((tls, cert))
+}
+
+/// Builds the s2s role, hands it to the session service, binds its
+/// listeners and serves them on `tasks`; returns their addresses.
+pub(crate) async fn serve_s2s(
+    config: &Config,
+    secret: &[u8],
+    identity: Arc<ReloadingCert>,
+    sessions: &Arc<LocalSessions>,
+    metrics: &Arc<Metrics>,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<(Vec<SocketAddr>, Vec<SocketAddr>)> {
+    if !config.s2s.enabled {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let s2s = S2s::new(
+        vec![config.server.domain.clone()],
+        config.s2s.clone(),
+        identity,
+        secret,
+        sessions.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    )
+    .context("s2s")?;
+    sessions.set_remote(s2s.clone());
+    let mut starttls = Vec::new();
+    for l in bind_all(&config.s2s.listen, "s2s").await? {
+        let addr = l.local_addr()?;
+        info!(role = "s2s", %addr, transport = "starttls", "listening");
+        starttls.push(addr);
+        tasks.spawn(s2s.clone().serve(l, false));
+    }
+    let mut direct = Vec::new();
+    for l in bind_all(&config.s2s.direct_tls_listen, "s2s direct TLS").await? {
+        let addr = l.local_addr()?;
+        info!(role = "s2s", %addr, transport = "directtls", "listening");
+        direct.push(addr);
+        tasks.spawn(s2s.clone().serve(l, true));
+    }
+    Ok((starttls, direct))
 }
 
 /// Binds the client listeners (STARTTLS, direct TLS) and serves them on
@@ -322,10 +377,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let data_dir = config.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
-    rookery_sasl::configure_unknown_users(
-        server_secret(&data_dir)?,
-        config.server.scram_iterations,
-    );
+    let secret = server_secret(&data_dir)?;
+    rookery_sasl::configure_unknown_users(secret, config.server.scram_iterations);
 
     let telemetry = Telemetry::start(
         &config.telemetry,
@@ -344,7 +397,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stores,
         metrics.clone(),
     );
-    let tls = tls_config(&config)?;
+    let (tls, identity) = tls_identity(&config)?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let c2s = C2s::new(
@@ -366,7 +419,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         http_addrs: Vec::new(),
         web_addrs: Vec::new(),
         web_tls_addrs: Vec::new(),
-        sessions,
+        s2s_addrs: Vec::new(),
+        s2s_direct_tls_addrs: Vec::new(),
+        sessions: sessions.clone(),
         metrics: metrics.clone(),
         shutdown: shutdown_tx,
         tasks: JoinSet::new(),
@@ -375,6 +430,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     (running.c2s_addrs, running.direct_tls_addrs) = serve_c2s(&c2s, &config, &mut tasks).await?;
     (running.web_addrs, running.web_tls_addrs) = serve_web(&c2s, &config, &mut tasks).await?;
+    (running.s2s_addrs, running.s2s_direct_tls_addrs) = serve_s2s(
+        &config,
+        &secret,
+        identity,
+        &sessions,
+        &metrics,
+        &shutdown_rx,
+        &mut tasks,
+    )
+    .await?;
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
     running.http_addrs = serve_http(&config, &metrics, &ready, &shutdown_rx, &mut tasks).await?;
     info!(domain = %domain, data_dir = %data_dir.display(), store = ?config.store.backend, "rookery started");

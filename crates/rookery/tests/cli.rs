@@ -21,7 +21,7 @@ fn write_config(dir: &std::path::Path) -> std::path::PathBuf {
     std::fs::write(
         &path,
         format!(
-            "[server]\ndomain = 'example.test'\ndata_dir = '{}'\n\n[c2s]\nlisten = ['127.0.0.1:0']\ndirect_tls_listen = ['127.0.0.1:0']\n\n[http]\nlisten = ['127.0.0.1:0']\n\n[web]\ntls_listen = ['127.0.0.1:0']\n",
+            "[server]\ndomain = 'example.test'\ndata_dir = '{}'\n\n[c2s]\nlisten = ['127.0.0.1:0']\ndirect_tls_listen = ['127.0.0.1:0']\n\n[s2s]\nlisten = ['127.0.0.1:0']\n\n[http]\nlisten = ['127.0.0.1:0']\n\n[web]\ntls_listen = ['127.0.0.1:0']\n",
             dir.join("data").display()
         ),
     )
@@ -283,7 +283,7 @@ fn cluster_roles_without_redis_fail_fast() {
     // An unknown role is a usage error.
     let out = rookery_within(
         &config,
-        &["serve", "--role", "s2s"],
+        &["serve", "--role", "nonsense"],
         Duration::from_secs(15),
     );
     assert_eq!(out.status.code(), Some(2));
