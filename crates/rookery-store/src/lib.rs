@@ -33,6 +33,7 @@ mod private;
 mod roster;
 mod users;
 mod vcard;
+mod muc;
 
 /// Schema steps of every feature, applied once each in this order and
 /// recorded in `schema_migrations`. A feature appends its own steps; a step is
@@ -46,6 +47,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("private-xml-1", private::SCHEMA_1),
     ("last-activity-1", last::SCHEMA_1),
     ("mam-1", mam::SCHEMA_1),
+    ("muc-1", muc::SCHEMA_1),
 ];
 
 /// Seconds since the Unix epoch.
