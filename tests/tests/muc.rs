@@ -99,7 +99,9 @@ async fn join_order_status_codes_groupchat_and_exit() {
 
     // §10.1.2: a new room, locked until configured; 110 and 201.
     alice
-        .send(&format!("<presence to='coven@conference.localhost/Alice' id='j1'><x xmlns='{MUC}'/></presence>"))
+        .send(&format!(
+            "<presence to='coven@conference.localhost/Alice' id='j1'><x xmlns='{MUC}'/></presence>"
+        ))
         .await;
     assert_eq!(
         xml(&alice.next_stanza().await),
@@ -110,12 +112,14 @@ async fn join_order_status_codes_groupchat_and_exit() {
         "<message xmlns='jabber:client' from='coven@conference.localhost' to='alice@localhost/a' type='groupchat'><subject/></message>"
     );
     // Locked: nobody else may enter yet.
-    bob.send(&format!("<presence to='coven@conference.localhost/Bob'><x xmlns='{MUC}'/></presence>"))
-        .await;
+    bob.send(&format!(
+        "<presence to='coven@conference.localhost/Bob'><x xmlns='{MUC}'/></presence>"
+    ))
+    .await;
     let e = bob.next_stanza().await;
     assert_eq!(
         xml(&e),
-        "<presence xmlns='jabber:client' type='error' to='bob@localhost/b' from='coven@conference.localhost/Bob'><x xmlns='http://jabber.org/protocol/muc'/><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>"
+        "<presence xmlns='jabber:client' to='bob@localhost/b' from='coven@conference.localhost/Bob' type='error'><x xmlns='http://jabber.org/protocol/muc'/><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>"
     );
     // The instant configuration unlocks it.
     let r = alice
@@ -150,10 +154,15 @@ async fn join_order_status_codes_groupchat_and_exit() {
     // §7.4: a groupchat message reaches everyone, from the sender's room JID.
     bob.send("<message to='coven@conference.localhost' type='groupchat' id='m1'><body>Thrice the brinded cat hath mew'd.</body></message>")
         .await;
-    for (c, to) in [(&mut alice, "alice@localhost/a"), (&mut bob, "bob@localhost/b")] {
+    for (c, to) in [
+        (&mut alice, "alice@localhost/a"),
+        (&mut bob, "bob@localhost/b"),
+    ] {
         assert_eq!(
             xml(&c.next_stanza().await),
-            format!("<message xmlns='jabber:client' type='groupchat' id='m1' from='coven@conference.localhost/Bob' to='{to}'><body>Thrice the brinded cat hath mew&apos;d.</body></message>")
+            format!(
+                "<message xmlns='jabber:client' type='groupchat' id='m1' from='coven@conference.localhost/Bob' to='{to}'><body>Thrice the brinded cat hath mew'd.</body></message>"
+            )
         );
     }
 
@@ -161,10 +170,15 @@ async fn join_order_status_codes_groupchat_and_exit() {
     alice
         .send("<message to='coven@conference.localhost' type='groupchat'><subject>Fire Burn and Cauldron Bubble!</subject></message>")
         .await;
-    for (c, to) in [(&mut alice, "alice@localhost/a"), (&mut bob, "bob@localhost/b")] {
+    for (c, to) in [
+        (&mut alice, "alice@localhost/a"),
+        (&mut bob, "bob@localhost/b"),
+    ] {
         assert_eq!(
             xml(&c.next_stanza().await),
-            format!("<message xmlns='jabber:client' type='groupchat' from='coven@conference.localhost/Alice' to='{to}'><subject>Fire Burn and Cauldron Bubble!</subject></message>")
+            format!(
+                "<message xmlns='jabber:client' type='groupchat' from='coven@conference.localhost/Alice' to='{to}'><subject>Fire Burn and Cauldron Bubble!</subject></message>"
+            )
         );
     }
     // A participant may not (muc#roomconfig_changesubject is off).
@@ -206,30 +220,64 @@ async fn history_on_join_with_limits() {
         alice.next_message().await;
     }
     let mut bob = s.online("bob", "b").await;
-    let got = join(&mut bob, "hist@conference.localhost/Bob", "<history maxstanzas='2'/>").await;
+    let got = join(
+        &mut bob,
+        "hist@conference.localhost/Bob",
+        "<history maxstanzas='2'/>",
+    )
+    .await;
     // Alice's presence, Bob's own, two history messages, the subject.
     assert_eq!(got.len(), 5, "{got:?}");
     assert!(is_self(&got[1]));
     for (m, i) in got[2..4].iter().zip([2, 3]) {
-        let stamp = m.child("delay", "urn:xmpp:delay").unwrap().attr("stamp").unwrap();
+        let stamp = m
+            .child("delay", "urn:xmpp:delay")
+            .unwrap()
+            .attr("stamp")
+            .unwrap();
         assert!(stamp.ends_with('Z') && stamp.len() == 20, "{stamp}");
         assert_eq!(
             xml(m),
-            format!("<message xmlns='jabber:client' type='groupchat' id='h{i}' from='hist@conference.localhost/Alice' to='bob@localhost/b'><body>line {i}</body><delay xmlns='urn:xmpp:delay' from='hist@conference.localhost' stamp='{stamp}'/></message>")
+            format!(
+                "<message xmlns='jabber:client' type='groupchat' id='h{i}' from='hist@conference.localhost/Alice' to='bob@localhost/b'><body>line {i}</body><delay xmlns='urn:xmpp:delay' from='hist@conference.localhost' stamp='{stamp}'/></message>"
+            )
         );
     }
     // No history at all when asked for none; all (3) by default.
     let mut carol = s.online("carol", "c").await;
-    let got = join(&mut carol, "hist@conference.localhost/Carol", "<history maxstanzas='0'/>").await;
-    assert!(got.iter().all(|e| e.child("body", "jabber:client").is_none()));
+    let got = join(
+        &mut carol,
+        "hist@conference.localhost/Carol",
+        "<history maxstanzas='0'/>",
+    )
+    .await;
+    assert!(
+        got.iter()
+            .all(|e| e.child("body", "jabber:client").is_none())
+    );
     let mut dave = s.online("dave", "d").await;
     let got = join(&mut dave, "hist@conference.localhost/Dave", "").await;
-    assert_eq!(got.iter().filter(|e| e.child("body", "jabber:client").is_some()).count(), 3);
+    assert_eq!(
+        got.iter()
+            .filter(|e| e.child("body", "jabber:client").is_some())
+            .count(),
+        3
+    );
     // since= in the future: nothing.
-    dave.send("<presence to='hist@conference.localhost/Dave' type='unavailable'/>").await;
-    dave.until(|e| e.attr("type") == Some("unavailable") && is_self(e)).await;
-    let got = join(&mut dave, "hist@conference.localhost/Dave", "<history since='2999-01-01T00:00:00Z'/>").await;
-    assert!(got.iter().all(|e| e.child("body", "jabber:client").is_none()));
+    dave.send("<presence to='hist@conference.localhost/Dave' type='unavailable'/>")
+        .await;
+    dave.until(|e| e.attr("type") == Some("unavailable") && is_self(e))
+        .await;
+    let got = join(
+        &mut dave,
+        "hist@conference.localhost/Dave",
+        "<history since='2999-01-01T00:00:00Z'/>",
+    )
+    .await;
+    assert!(
+        got.iter()
+            .all(|e| e.child("body", "jabber:client").is_none())
+    );
 }
 
 #[tokio::test]
@@ -239,17 +287,26 @@ async fn nick_conflict_nick_change_private_messages_and_bad_nick() {
     create(&mut alice, "nicks", "Alice").await;
     let mut bob = s.online("bob", "b").await;
     // §7.2.9: the nick is taken.
-    bob.send(&format!("<presence to='nicks@conference.localhost/Alice'><x xmlns='{MUC}'/></presence>")).await;
+    bob.send(&format!(
+        "<presence to='nicks@conference.localhost/Alice'><x xmlns='{MUC}'/></presence>"
+    ))
+    .await;
     assert_eq!(
         xml(&bob.next_stanza().await),
-        "<presence xmlns='jabber:client' type='error' to='bob@localhost/b' from='nicks@conference.localhost/Alice'><x xmlns='http://jabber.org/protocol/muc'/><error type='cancel'><conflict xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>"
+        "<presence xmlns='jabber:client' to='bob@localhost/b' from='nicks@conference.localhost/Alice' type='error'><x xmlns='http://jabber.org/protocol/muc'/><error type='cancel'><conflict xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>"
     );
     // §7.2.1: no nick.
-    bob.send(&format!("<presence to='nicks@conference.localhost'><x xmlns='{MUC}'/></presence>")).await;
+    bob.send(&format!(
+        "<presence to='nicks@conference.localhost'><x xmlns='{MUC}'/></presence>"
+    ))
+    .await;
     let e = bob.next_stanza().await;
     assert!(xml(&e).contains("<jid-malformed"), "{}", xml(&e));
     // A nick that is not a valid resourcepart (an unassigned code point).
-    bob.send(&format!("<presence to='nicks@conference.localhost/bad\u{0378}nick'><x xmlns='{MUC}'/></presence>")).await;
+    bob.send(&format!(
+        "<presence to='nicks@conference.localhost/bad\u{0378}nick'><x xmlns='{MUC}'/></presence>"
+    ))
+    .await;
     let e = bob.next_stanza().await;
     assert_eq!(e.attr("type"), Some("error"));
     assert!(xml(&e).contains("<jid-malformed"), "{}", xml(&e));
@@ -257,7 +314,8 @@ async fn nick_conflict_nick_change_private_messages_and_bad_nick() {
     join(&mut bob, "nicks@conference.localhost/Bob", "").await;
     alice.next_presence().await;
     // §7.6: Bob becomes Robert: 303 from the old nick, then the new one.
-    bob.send("<presence to='nicks@conference.localhost/Robert'/>").await;
+    bob.send("<presence to='nicks@conference.localhost/Robert'/>")
+        .await;
     assert_eq!(
         xml(&bob.next_stanza().await),
         "<presence xmlns='jabber:client' from='nicks@conference.localhost/Bob' to='bob@localhost/b' type='unavailable'><x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='none' nick='Robert' role='participant'/><status code='110'/><status code='303'/></x></presence>"
@@ -275,7 +333,8 @@ async fn nick_conflict_nick_change_private_messages_and_bad_nick() {
         "<presence xmlns='jabber:client' from='nicks@conference.localhost/Robert' to='alice@localhost/a'><x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='none' jid='bob@localhost/b' role='participant'/></x></presence>"
     );
     // Changing to a taken nick: conflict, nothing else changes.
-    bob.send("<presence to='nicks@conference.localhost/Alice'/>").await;
+    bob.send("<presence to='nicks@conference.localhost/Alice'/>")
+        .await;
     let e = bob.next_stanza().await;
     assert!(xml(&e).contains("<conflict"), "{}", xml(&e));
 
@@ -301,16 +360,31 @@ async fn password_protected_room() {
     let s = server().await;
     let mut alice = s.online("alice", "a").await;
     create(&mut alice, "secret", "Alice").await;
-    configure(&mut alice, "secret", &[("passwordprotectedroom", "1"), ("roomsecret", "cauldron")]).await;
+    configure(
+        &mut alice,
+        "secret",
+        &[("passwordprotectedroom", "1"), ("roomsecret", "cauldron")],
+    )
+    .await;
     let mut bob = s.online("bob", "b").await;
-    for x in ["", "<password>wrong</password>"] {
+    for (x, echoed) in [
+        ("", "<x xmlns='http://jabber.org/protocol/muc'/>"),
+        ("<password>wrong</password>", "<x xmlns='http://jabber.org/protocol/muc'><password>wrong</password></x>"),
+    ] {
         let got = join(&mut bob, "secret@conference.localhost/Bob", x).await;
         assert_eq!(
             xml(&got[0]),
-            format!("<presence xmlns='jabber:client' type='error' to='bob@localhost/b' from='secret@conference.localhost/Bob'><x xmlns='http://jabber.org/protocol/muc'>{x}</x><error type='auth'><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>")
+            format!(
+                "<presence xmlns='jabber:client' to='bob@localhost/b' from='secret@conference.localhost/Bob' type='error'>{echoed}<error type='auth'><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>"
+            )
         );
     }
-    let got = join(&mut bob, "secret@conference.localhost/Bob", "<password>cauldron</password>").await;
+    let got = join(
+        &mut bob,
+        "secret@conference.localhost/Bob",
+        "<password>cauldron</password>",
+    )
+    .await;
     assert!(is_self(&got[1]), "{got:?}");
 }
 
@@ -324,7 +398,7 @@ async fn members_only_ban_and_admin_lists() {
     let got = join(&mut bob, "club@conference.localhost/Bob", "").await;
     assert_eq!(
         xml(&got[0]),
-        "<presence xmlns='jabber:client' type='error' to='bob@localhost/b' from='club@conference.localhost/Bob'><x xmlns='http://jabber.org/protocol/muc'/><error type='auth'><registration-required xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>"
+        "<presence xmlns='jabber:client' to='bob@localhost/b' from='club@conference.localhost/Bob' type='error'><x xmlns='http://jabber.org/protocol/muc'/><error type='auth'><registration-required xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>"
     );
     // §9.3: Alice makes Bob a member.
     let r = alice
@@ -368,7 +442,11 @@ async fn members_only_ban_and_admin_lists() {
     assert_eq!(r.attr("type"), Some("result"));
     // §7.2.7: banned users may not come back.
     let got = join(&mut bob, "club@conference.localhost/Bob", "").await;
-    assert!(xml(&got[0]).contains("<error type='auth'><forbidden"), "{}", xml(&got[0]));
+    assert!(
+        xml(&got[0]).contains("<error type='auth'><forbidden"),
+        "{}",
+        xml(&got[0])
+    );
     // Bob (not an admin) may not ban.
     let mut carol = s.online("carol", "c").await;
     let r = carol
@@ -465,6 +543,14 @@ async fn config_form_round_trip_and_disco() {
         xml(&r),
         "<iq xmlns='jabber:client' type='result' id='d1' to='alice@localhost/a' from='conference.localhost'><query xmlns='http://jabber.org/protocol/disco#info'><identity category='conference' type='text' name='Chatrooms'/><feature var='http://jabber.org/protocol/disco#info'/><feature var='http://jabber.org/protocol/disco#items'/><feature var='http://jabber.org/protocol/muc'/></query></iq>"
     );
+    // XEP-0030 §4: the server lists the service.
+    let r = alice
+        .iq("<iq type='get' to='localhost' id='d0'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>")
+        .await;
+    assert_eq!(
+        xml(&r),
+        "<iq xmlns='jabber:client' type='result' id='d0' to='alice@localhost/a' from='localhost'><query xmlns='http://jabber.org/protocol/disco#items'><item jid='conference.localhost'/></query></iq>"
+    );
     create(&mut alice, "cfg", "Alice").await;
     let r = alice
         .iq("<iq type='get' to='cfg@conference.localhost' id='f1'><query xmlns='http://jabber.org/protocol/muc#owner'/></iq>")
@@ -493,7 +579,12 @@ async fn config_form_round_trip_and_disco() {
     configure(
         &mut alice,
         "cfg",
-        &[("roomname", "The Coven"), ("roomdesc", "Witches only"), ("whois", "anyone"), ("persistentroom", "1")],
+        &[
+            ("roomname", "The Coven"),
+            ("roomdesc", "Witches only"),
+            ("whois", "anyone"),
+            ("persistentroom", "1"),
+        ],
     )
     .await;
     let r = alice
@@ -604,7 +695,7 @@ async fn limits_and_session_end() {
     let got = join(&mut carol, "small@conference.localhost/Carol", "").await;
     assert_eq!(
         xml(&got[0]),
-        "<presence xmlns='jabber:client' type='error' to='carol@localhost/c' from='small@conference.localhost/Carol'><x xmlns='http://jabber.org/protocol/muc'/><error type='wait'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>"
+        "<presence xmlns='jabber:client' to='carol@localhost/c' from='small@conference.localhost/Carol' type='error'><x xmlns='http://jabber.org/protocol/muc'/><error type='wait'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>"
     );
     // Bob's session ends: he leaves the room.
     drop(bob);
@@ -616,9 +707,15 @@ async fn limits_and_session_end() {
     let got = join(&mut carol, "small@conference.localhost/Carol", "").await;
     assert!(is_self(&got[1]), "{got:?}");
     // The last occupants leave: a temporary room vanishes.
-    alice.send("<presence to='small@conference.localhost/Alice' type='unavailable'/>").await;
-    carol.send("<presence to='small@conference.localhost/Carol' type='unavailable'/>").await;
-    carol.until(|e| e.attr("type") == Some("unavailable") && is_self(e)).await;
+    alice
+        .send("<presence to='small@conference.localhost/Alice' type='unavailable'/>")
+        .await;
+    carol
+        .send("<presence to='small@conference.localhost/Carol' type='unavailable'/>")
+        .await;
+    carol
+        .until(|e| e.attr("type") == Some("unavailable") && is_self(e))
+        .await;
     let r = alice
         .iq("<iq type='get' to='small@conference.localhost' id='i'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
         .await;

@@ -108,3 +108,14 @@ impl Component for Muc {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// docs/xeps.md lists XEP-0045 with the version this crate follows.
+    #[test]
+    fn xeps_doc_lists_the_spec() {
+        let doc = include_str!("../../../docs/xeps.md");
+        let row = format!("| XEP-{:04} | {} |", super::SPEC.0, super::SPEC.1);
+        assert!(doc.contains(&row), "docs/xeps.md lacks {row}");
+    }
+}

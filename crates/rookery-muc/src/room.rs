@@ -186,16 +186,58 @@ impl RoomConfig {
         }
         Element::new_static("x", ns::DATA_FORMS)
             .with_attr("type", "form")
-            .with_child(Element::new_static("title", ns::DATA_FORMS).with_text("Room configuration"))
+            .with_child(
+                Element::new_static("title", ns::DATA_FORMS).with_text("Room configuration"),
+            )
             .with_child(hidden("FORM_TYPE", NS_ROOMCONFIG))
-            .with_child(field("muc#roomconfig_roomname", "text-single", "Natural-Language Room Name", &[&self.name]))
-            .with_child(field("muc#roomconfig_roomdesc", "text-single", "Short Description of Room", &[&self.description]))
-            .with_child(field("muc#roomconfig_persistentroom", "boolean", "Make Room Persistent?", &[boolean(self.persistent)]))
-            .with_child(field("muc#roomconfig_publicroom", "boolean", "Make Room Publicly Searchable?", &[boolean(self.public)]))
-            .with_child(field("muc#roomconfig_membersonly", "boolean", "Make Room Members-Only?", &[boolean(self.members_only)]))
-            .with_child(field("muc#roomconfig_moderatedroom", "boolean", "Make Room Moderated?", &[boolean(self.moderated)]))
-            .with_child(field("muc#roomconfig_passwordprotectedroom", "boolean", "Password Required to Enter?", &[boolean(self.password.is_some())]))
-            .with_child(field("muc#roomconfig_roomsecret", "text-private", "Password", &[self.password.as_deref().unwrap_or("")]))
+            .with_child(field(
+                "muc#roomconfig_roomname",
+                "text-single",
+                "Natural-Language Room Name",
+                &[&self.name],
+            ))
+            .with_child(field(
+                "muc#roomconfig_roomdesc",
+                "text-single",
+                "Short Description of Room",
+                &[&self.description],
+            ))
+            .with_child(field(
+                "muc#roomconfig_persistentroom",
+                "boolean",
+                "Make Room Persistent?",
+                &[boolean(self.persistent)],
+            ))
+            .with_child(field(
+                "muc#roomconfig_publicroom",
+                "boolean",
+                "Make Room Publicly Searchable?",
+                &[boolean(self.public)],
+            ))
+            .with_child(field(
+                "muc#roomconfig_membersonly",
+                "boolean",
+                "Make Room Members-Only?",
+                &[boolean(self.members_only)],
+            ))
+            .with_child(field(
+                "muc#roomconfig_moderatedroom",
+                "boolean",
+                "Make Room Moderated?",
+                &[boolean(self.moderated)],
+            ))
+            .with_child(field(
+                "muc#roomconfig_passwordprotectedroom",
+                "boolean",
+                "Password Required to Enter?",
+                &[boolean(self.password.is_some())],
+            ))
+            .with_child(field(
+                "muc#roomconfig_roomsecret",
+                "text-private",
+                "Password",
+                &[self.password.as_deref().unwrap_or("")],
+            ))
             .with_child(whois)
             .with_child(field(
                 "muc#roomconfig_maxusers",
@@ -203,8 +245,18 @@ impl RoomConfig {
                 &format!("Maximum Number of Occupants (at most {service_max})"),
                 &[&max],
             ))
-            .with_child(field("muc#roomconfig_changesubject", "boolean", "Allow Occupants to Change Subject?", &[boolean(self.change_subject)]))
-            .with_child(field("muc#roomconfig_allowinvites", "boolean", "Allow Occupants to Invite Others?", &[boolean(self.allow_invites)]))
+            .with_child(field(
+                "muc#roomconfig_changesubject",
+                "boolean",
+                "Allow Occupants to Change Subject?",
+                &[boolean(self.change_subject)],
+            ))
+            .with_child(field(
+                "muc#roomconfig_allowinvites",
+                "boolean",
+                "Allow Occupants to Invite Others?",
+                &[boolean(self.allow_invites)],
+            ))
     }
 
     /// §10.2: applies a submitted form; fields left out keep their value.
@@ -271,11 +323,31 @@ impl RoomConfig {
     /// §6.4: the `muc_*` features of the room's disco#info.
     pub fn features(&self) -> [&'static str; 6] {
         [
-            if self.persistent { "muc_persistent" } else { "muc_temporary" },
-            if self.members_only { "muc_membersonly" } else { "muc_open" },
-            if self.password.is_some() { "muc_passwordprotected" } else { "muc_unsecured" },
-            if self.public { "muc_public" } else { "muc_hidden" },
-            if self.moderated { "muc_moderated" } else { "muc_unmoderated" },
+            if self.persistent {
+                "muc_persistent"
+            } else {
+                "muc_temporary"
+            },
+            if self.members_only {
+                "muc_membersonly"
+            } else {
+                "muc_open"
+            },
+            if self.password.is_some() {
+                "muc_passwordprotected"
+            } else {
+                "muc_unsecured"
+            },
+            if self.public {
+                "muc_public"
+            } else {
+                "muc_hidden"
+            },
+            if self.moderated {
+                "muc_moderated"
+            } else {
+                "muc_unmoderated"
+            },
             match self.whois {
                 Whois::Moderators => "muc_semianonymous",
                 Whois::Anyone => "muc_nonanonymous",
@@ -339,7 +411,11 @@ impl HistoryRequest {
     }
 
     /// The items of `history` to send, oldest first.
-    pub fn select<'a>(&self, history: &'a VecDeque<HistoryItem>, now: SystemTime) -> Vec<&'a HistoryItem> {
+    pub fn select<'a>(
+        &self,
+        history: &'a VecDeque<HistoryItem>,
+        now: SystemTime,
+    ) -> Vec<&'a HistoryItem> {
         let mut out = Vec::new();
         let mut chars = 0usize;
         for item in history.iter().rev() {
@@ -347,7 +423,11 @@ impl HistoryRequest {
                 break;
             }
             if let Some(s) = self.seconds
-                && now.duration_since(item.at).map(|d| d.as_secs()).unwrap_or(0) > s
+                && now
+                    .duration_since(item.at)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+                    > s
             {
                 break;
             }
@@ -453,7 +533,9 @@ impl Room {
 
     /// The occupant JID of a nick.
     pub fn occupant_jid(&self, nick: &str) -> Jid {
-        self.jid.with_resource(nick).unwrap_or_else(|_| self.jid.clone())
+        self.jid
+            .with_resource(nick)
+            .unwrap_or_else(|_| self.jid.clone())
     }
 
     /// The presence of occupant `o` as `to` sees it (§7.2.3, §7.2.4):
@@ -498,7 +580,9 @@ impl Room {
         codes.sort_unstable();
         codes.dedup();
         for c in codes {
-            x.push_child(Element::new_static("status", NS_MUC_USER).with_attr("code", c.to_string()));
+            x.push_child(
+                Element::new_static("status", NS_MUC_USER).with_attr("code", c.to_string()),
+            );
         }
         p.push_child(x);
         p
@@ -554,7 +638,14 @@ mod tests {
         assert_eq!(n.max_users, 100, "capped by the service");
         assert_eq!(
             n.features(),
-            ["muc_persistent", "muc_open", "muc_passwordprotected", "muc_public", "muc_unmoderated", "muc_nonanonymous"]
+            [
+                "muc_persistent",
+                "muc_open",
+                "muc_passwordprotected",
+                "muc_public",
+                "muc_unmoderated",
+                "muc_nonanonymous"
+            ]
         );
         let bad = Element::parse(
             "<x xmlns='jabber:x:data' type='submit'><field var='muc#roomconfig_whois'><value>nobody</value></field></x>",
@@ -581,18 +672,42 @@ mod tests {
         }
         assert_eq!(r.history.len(), 4);
         let ids = |v: Vec<&HistoryItem>| -> Vec<String> {
-            v.iter().map(|h| h.el.attr("id").unwrap().to_owned()).collect()
+            v.iter()
+                .map(|h| h.el.attr("id").unwrap().to_owned())
+                .collect()
         };
         let now = t0 + Duration::from_secs(45);
-        assert_eq!(ids(HistoryRequest::default().select(&r.history, now)), ["1", "2", "3", "4"]);
+        assert_eq!(
+            ids(HistoryRequest::default().select(&r.history, now)),
+            ["1", "2", "3", "4"]
+        );
         let req = |x: &str| HistoryRequest::parse(Some(&Element::parse(x).unwrap()));
-        assert_eq!(ids(req("<history xmlns='m' maxstanzas='2'/>").select(&r.history, now)), ["3", "4"]);
-        assert!(req("<history xmlns='m' maxstanzas='0'/>").select(&r.history, now).is_empty());
-        assert_eq!(ids(req("<history xmlns='m' seconds='10'/>").select(&r.history, now)), ["4"]);
+        assert_eq!(
+            ids(req("<history xmlns='m' maxstanzas='2'/>").select(&r.history, now)),
+            ["3", "4"]
+        );
+        assert!(
+            req("<history xmlns='m' maxstanzas='0'/>")
+                .select(&r.history, now)
+                .is_empty()
+        );
+        assert_eq!(
+            ids(req("<history xmlns='m' seconds='10'/>").select(&r.history, now)),
+            ["4"]
+        );
         let chars = r.history[0].chars;
-        assert_eq!(ids(req(&format!("<history xmlns='m' maxchars='{}'/>", chars * 2)).select(&r.history, now)), ["3", "4"]);
+        assert_eq!(
+            ids(
+                req(&format!("<history xmlns='m' maxchars='{}'/>", chars * 2))
+                    .select(&r.history, now)
+            ),
+            ["3", "4"]
+        );
         let since = format_stamp(t0 + Duration::from_secs(20));
-        assert_eq!(ids(req(&format!("<history xmlns='m' since='{since}'/>")).select(&r.history, now)), ["2", "3", "4"]);
+        assert_eq!(
+            ids(req(&format!("<history xmlns='m' since='{since}'/>")).select(&r.history, now)),
+            ["2", "3", "4"]
+        );
         assert_eq!(format_stamp(t0), "1970-01-12T13:46:40Z");
         assert_eq!(parse_stamp("1970-01-12T13:46:40Z"), Some(t0));
     }
@@ -610,6 +725,8 @@ mod tests {
         assert_eq!(r.affiliation(&u.to_bare()), Affiliation::Member);
         r.set_affiliation(&u, Affiliation::None);
         assert!(r.affiliations.is_empty());
-        assert!(Affiliation::Owner > Affiliation::Admin && Affiliation::Outcast < Affiliation::None);
+        assert!(
+            Affiliation::Owner > Affiliation::Admin && Affiliation::Outcast < Affiliation::None
+        );
     }
 }

@@ -11,9 +11,7 @@ use tracing::{debug, info, warn};
 
 use crate::room::{Affiliation, HistoryRequest, Occupant, Role, Room, RoomConfig, Whois};
 use crate::store::{RoomStore, StoredRoom};
-use crate::{
-    MucConfig, NS_DELAY, NS_MUC, NS_MUC_ADMIN, NS_MUC_OWNER, NS_MUC_USER, NS_ROOMINFO,
-};
+use crate::{MucConfig, NS_DELAY, NS_MUC, NS_MUC_ADMIN, NS_MUC_OWNER, NS_MUC_USER, NS_ROOMINFO};
 
 fn registration_required() -> StanzaError {
     StanzaError {
@@ -102,7 +100,9 @@ impl Service {
             }
         };
         for s in stored {
-            let Ok(jid) = Jid::parse(&s.jid) else { continue };
+            let Ok(jid) = Jid::parse(&s.jid) else {
+                continue;
+            };
             let config: RoomConfig = serde_json::from_str(&s.config).unwrap_or_default();
             let mut room = Room::new(jid.clone(), config);
             for (j, a) in &s.affiliations {
@@ -146,8 +146,16 @@ impl Service {
                     .iter()
                     .map(|(j, a)| (j.as_str().to_owned(), a.as_str().to_owned()))
                     .collect::<BTreeMap<_, _>>(),
-                subject: room.subject.as_ref().map(|s| s.1.clone()).unwrap_or_default(),
-                subject_by: room.subject.as_ref().map(|s| s.0.clone()).unwrap_or_default(),
+                subject: room
+                    .subject
+                    .as_ref()
+                    .map(|s| s.1.clone())
+                    .unwrap_or_default(),
+                subject_by: room
+                    .subject
+                    .as_ref()
+                    .map(|s| s.0.clone())
+                    .unwrap_or_default(),
             };
             self.store.save_room(&self.domain, &stored).await
         } else {
@@ -202,7 +210,9 @@ impl Service {
         }
         let q = st.element().first_child();
         match (st.stanza_type(), q.map(|q| (q.name(), q.ns()))) {
-            (Some("get"), Some(("query", ns::DISCO_INFO))) if q.and_then(|q| q.attr("node")).is_none() => {
+            (Some("get"), Some(("query", ns::DISCO_INFO)))
+                if q.and_then(|q| q.attr("node")).is_none() =>
+            {
                 let query = Element::new_static("query", ns::DISCO_INFO)
                     .with_child(
                         Element::new_static("identity", ns::DISCO_INFO)
@@ -215,7 +225,9 @@ impl Service {
                     .with_child(feature(NS_MUC));
                 self.out.push(st.iq_result(Some(query)));
             }
-            (Some("get"), Some(("query", ns::DISCO_ITEMS))) if q.and_then(|q| q.attr("node")).is_none() => {
+            (Some("get"), Some(("query", ns::DISCO_ITEMS)))
+                if q.and_then(|q| q.attr("node")).is_none() =>
+            {
                 let mut public: Vec<&Room> = self
                     .rooms
                     .values()
@@ -224,7 +236,8 @@ impl Service {
                 public.sort_by(|a, b| a.jid.as_str().cmp(b.jid.as_str()));
                 let mut query = Element::new_static("query", ns::DISCO_ITEMS);
                 for r in public {
-                    let mut item = Element::new_static("item", ns::DISCO_ITEMS).with_attr("jid", r.jid.as_str());
+                    let mut item = Element::new_static("item", ns::DISCO_ITEMS)
+                        .with_attr("jid", r.jid.as_str());
                     if !r.config.name.is_empty() {
                         item.set_attr("name", r.config.name.as_str());
                     }
@@ -244,15 +257,30 @@ impl Service {
         }
         // §7.2.1: an occupant JID needs a nick, itself a JID resourcepart.
         let Some(nick) = nick else {
-            return err(&mut self.out, st, StanzaError::jid_malformed("no room nickname"));
+            return err(
+                &mut self.out,
+                st,
+                StanzaError::jid_malformed("no room nickname"),
+            );
         };
-        if rookery_jid::prep_resourcepart(&nick).map(|n| n != nick.as_str()).unwrap_or(true) {
-            return err(&mut self.out, st, StanzaError::jid_malformed("bad room nickname"));
+        if rookery_jid::prep_resourcepart(&nick)
+            .map(|n| n != nick.as_str())
+            .unwrap_or(true)
+        {
+            return err(
+                &mut self.out,
+                st,
+                StanzaError::jid_malformed("bad room nickname"),
+            );
         }
-        let current = self.rooms.get(jid).and_then(|r| r.by_real(from)).map(|o| o.nick.clone());
+        let current = self
+            .rooms
+            .get(jid)
+            .and_then(|r| r.by_real(from))
+            .map(|o| o.nick.clone());
         match current {
             Some(old) if old == nick => self.presence_update(from, jid, st),
-            Some(old) => self.nick_change(from, jid, &old, &nick, st),
+            Some(_) => self.nick_change(from, jid, &nick, st),
             None => self.join(from, jid, &nick, st).await,
         }
     }
@@ -291,7 +319,9 @@ impl Service {
             debug!(room = %jid, "room created");
         }
         let service_max = self.config.max_occupants_per_room;
-        let Some(room) = self.rooms.get_mut(jid) else { return };
+        let Some(room) = self.rooms.get_mut(jid) else {
+            return;
+        };
         let aff = room.affiliation(from);
         if room.locked && aff != Affiliation::Owner {
             return err(&mut self.out, st, StanzaError::item_not_found());
@@ -303,7 +333,9 @@ impl Service {
             return err(&mut self.out, st, registration_required());
         }
         if let Some(pw) = &room.config.password {
-            let given = x.and_then(|x| x.child("password", NS_MUC)).map(|p| p.text());
+            let given = x
+                .and_then(|x| x.child("password", NS_MUC))
+                .map(|p| p.text());
             if given.as_deref() != Some(pw.as_str()) {
                 return err(&mut self.out, st, StanzaError::not_authorized());
             }
@@ -329,10 +361,12 @@ impl Service {
         // §7.2.2: the others first, then the newcomer to the others, then
         // to itself (status 110).
         for o in &room.occupants {
-            self.out.push(room.presence_of(o, &me, None, &[], &[], None));
+            self.out
+                .push(room.presence_of(o, &me, None, &[], &[], None));
         }
         for o in &room.occupants {
-            self.out.push(room.presence_of(&me, o, None, &[], &[], None));
+            self.out
+                .push(room.presence_of(&me, o, None, &[], &[], None));
         }
         let mut codes = Vec::new();
         if room.config.whois == Whois::Anyone {
@@ -380,39 +414,59 @@ impl Service {
 
     /// §7.7: a presence change of an occupant, broadcast to the room.
     fn presence_update(&mut self, from: &Jid, jid: &Jid, st: &Stanza) {
-        let Some(room) = self.rooms.get_mut(jid) else { return };
-        let Some(i) = room.occupants.iter().position(|o| o.real == *from) else { return };
+        let Some(room) = self.rooms.get_mut(jid) else {
+            return;
+        };
+        let Some(i) = room.occupants.iter().position(|o| o.real == *from) else {
+            return;
+        };
         room.occupants[i].payload = Self::payload(st);
         let me = room.occupants[i].clone();
         for o in &room.occupants {
-            self.out.push(room.presence_of(&me, o, None, &[], &[], None));
+            self.out
+                .push(room.presence_of(&me, o, None, &[], &[], None));
         }
     }
 
     /// §7.6: a new nick: unavailable with 303 from the old, available from the new.
-    fn nick_change(&mut self, from: &Jid, jid: &Jid, old: &str, new: &str, st: &Stanza) {
-        let Some(room) = self.rooms.get_mut(jid) else { return };
+    fn nick_change(&mut self, from: &Jid, jid: &Jid, new: &str, st: &Stanza) {
+        let Some(room) = self.rooms.get_mut(jid) else {
+            return;
+        };
         if room.by_nick(new).is_some() {
             return err(&mut self.out, st, StanzaError::conflict());
         }
-        let Some(i) = room.occupants.iter().position(|o| o.real == *from) else { return };
+        let Some(i) = room.occupants.iter().position(|o| o.real == *from) else {
+            return;
+        };
         let before = room.occupants[i].clone();
         for o in &room.occupants {
-            self.out.push(room.presence_of(&before, o, Some("unavailable"), &[303], &[], Some(new)));
+            self.out.push(room.presence_of(
+                &before,
+                o,
+                Some("unavailable"),
+                &[303],
+                &[],
+                Some(new),
+            ));
         }
         room.occupants[i].nick = new.to_owned();
         room.occupants[i].payload = Self::payload(st);
         let after = room.occupants[i].clone();
         for o in &room.occupants {
-            self.out.push(room.presence_of(&after, o, None, &[], &[], None));
+            self.out
+                .push(room.presence_of(&after, o, None, &[], &[], None));
         }
-        let _ = old;
     }
 
     /// §7.14: an occupant leaves (or its client bounced an error).
     async fn leave(&mut self, from: &Jid, jid: &Jid, st: &Stanza) {
-        let Some(room) = self.rooms.get_mut(jid) else { return };
-        let Some(i) = room.occupants.iter().position(|o| o.real == *from) else { return };
+        let Some(room) = self.rooms.get_mut(jid) else {
+            return;
+        };
+        let Some(i) = room.occupants.iter().position(|o| o.real == *from) else {
+            return;
+        };
         let mut me = room.occupants[i].clone();
         me.role = Role::None;
         if st.stanza_type() == Some("unavailable") {
@@ -421,7 +475,8 @@ impl Service {
             me.payload.clear();
         }
         for o in &room.occupants {
-            self.out.push(room.presence_of(&me, o, Some("unavailable"), &[], &[], None));
+            self.out
+                .push(room.presence_of(&me, o, Some("unavailable"), &[], &[], None));
         }
         room.occupants.remove(i);
         self.maybe_vanish(jid).await;
@@ -432,7 +487,11 @@ impl Service {
             return;
         }
         let history_max = self.config.history_max_stanzas;
-        let Some(room) = self.rooms.get_mut(jid).filter(|r| !r.locked || r.by_real(from).is_some()) else {
+        let Some(room) = self
+            .rooms
+            .get_mut(jid)
+            .filter(|r| !r.locked || r.by_real(from).is_some())
+        else {
             return err(&mut self.out, st, StanzaError::item_not_found());
         };
         let Some(me) = room.by_real(from).cloned() else {
@@ -442,7 +501,11 @@ impl Service {
         if let Some(nick) = nick {
             // §7.5: a private message.
             if st.stanza_type() == Some("groupchat") {
-                return err(&mut self.out, st, StanzaError::bad_request("groupchat to an occupant"));
+                return err(
+                    &mut self.out,
+                    st,
+                    StanzaError::bad_request("groupchat to an occupant"),
+                );
             }
             let Some(target) = room.by_nick(&nick) else {
                 return err(&mut self.out, st, StanzaError::item_not_found());
@@ -490,13 +553,19 @@ impl Service {
 
     /// §7.8.2: a mediated invitation.
     fn invite(&mut self, from: &Jid, jid: &Jid, me: &Occupant, st: &Stanza) {
-        let Some(room) = self.rooms.get(jid) else { return };
+        let Some(room) = self.rooms.get(jid) else {
+            return;
+        };
         let Some(inv) = st
             .element()
             .child("x", NS_MUC_USER)
             .and_then(|x| x.child("invite", NS_MUC_USER))
         else {
-            return err(&mut self.out, st, StanzaError::bad_request("only groupchat messages and invitations"));
+            return err(
+                &mut self.out,
+                st,
+                StanzaError::bad_request("only groupchat messages and invitations"),
+            );
         };
         let Some(to) = inv.attr("to").and_then(|t| Jid::parse(t).ok()) else {
             return err(&mut self.out, st, StanzaError::jid_malformed("invitee"));
@@ -507,7 +576,8 @@ impl Service {
         if !may {
             return err(&mut self.out, st, StanzaError::forbidden());
         }
-        let mut invite = Element::new_static("invite", NS_MUC_USER).with_attr("from", from.to_bare().as_str());
+        let mut invite =
+            Element::new_static("invite", NS_MUC_USER).with_attr("from", from.to_bare().as_str());
         if let Some(r) = inv.child("reason", NS_MUC_USER) {
             invite.push_child(r.clone());
         }
@@ -531,7 +601,9 @@ impl Service {
             // IQs to occupants are not forwarded.
             return err(&mut self.out, st, StanzaError::service_unavailable());
         }
-        let Some(q) = st.element().first_child() else { return };
+        let Some(q) = st.element().first_child() else {
+            return;
+        };
         let visible = self
             .rooms
             .get(jid)
@@ -542,16 +614,19 @@ impl Service {
         let get = st.stanza_type() == Some("get");
         match (get, q.name(), q.ns()) {
             (true, "query", ns::DISCO_INFO) => self.room_info(jid, st),
-            (true, "query", ns::DISCO_ITEMS) => {
-                self.out.push(st.iq_result(Some(Element::new_static("query", ns::DISCO_ITEMS))))
-            }
+            (true, "query", ns::DISCO_ITEMS) => self
+                .out
+                .push(st.iq_result(Some(Element::new_static("query", ns::DISCO_ITEMS)))),
             (true, "query", NS_MUC_OWNER) => {
                 let service_max = self.config.max_occupants_per_room;
-                let Some(room) = self.rooms.get(jid) else { return };
+                let Some(room) = self.rooms.get(jid) else {
+                    return;
+                };
                 if room.affiliation(from) != Affiliation::Owner {
                     return err(&mut self.out, st, StanzaError::forbidden());
                 }
-                let q = Element::new_static("query", NS_MUC_OWNER).with_child(room.config.to_form(service_max));
+                let q = Element::new_static("query", NS_MUC_OWNER)
+                    .with_child(room.config.to_form(service_max));
                 self.out.push(st.iq_result(Some(q)));
             }
             (false, "query", NS_MUC_OWNER) => self.owner_set(from, jid, q.clone(), st).await,
@@ -563,7 +638,9 @@ impl Service {
 
     /// §6.4: the room's disco#info with the muc#roominfo form.
     fn room_info(&mut self, jid: &Jid, st: &Stanza) {
-        let Some(room) = self.rooms.get(jid) else { return };
+        let Some(room) = self.rooms.get(jid) else {
+            return;
+        };
         let name = if room.config.name.is_empty() {
             jid.node().unwrap_or_default().to_owned()
         } else {
@@ -581,10 +658,14 @@ impl Service {
             q.push_child(feature(f));
         }
         let field = |var: &str, label: &str, v: &str| {
+            let mut value = Element::new_static("value", ns::DATA_FORMS);
+            if !v.is_empty() {
+                value.push_text(v);
+            }
             Element::new_static("field", ns::DATA_FORMS)
                 .with_attr("var", var)
                 .with_attr("label", label)
-                .with_child(Element::new_static("value", ns::DATA_FORMS).with_text(v))
+                .with_child(value)
         };
         let form = Element::new_static("x", ns::DATA_FORMS)
             .with_attr("type", "result")
@@ -592,10 +673,20 @@ impl Service {
                 Element::new_static("field", ns::DATA_FORMS)
                     .with_attr("var", "FORM_TYPE")
                     .with_attr("type", "hidden")
-                    .with_child(Element::new_static("value", ns::DATA_FORMS).with_text(NS_ROOMINFO)),
+                    .with_child(
+                        Element::new_static("value", ns::DATA_FORMS).with_text(NS_ROOMINFO),
+                    ),
             )
-            .with_child(field("muc#roominfo_description", "Description", &room.config.description))
-            .with_child(field("muc#roominfo_occupants", "Number of occupants", &room.occupants.len().to_string()))
+            .with_child(field(
+                "muc#roominfo_description",
+                "Description",
+                &room.config.description,
+            ))
+            .with_child(field(
+                "muc#roominfo_occupants",
+                "Number of occupants",
+                &room.occupants.len().to_string(),
+            ))
             .with_child(field(
                 "muc#roominfo_subject",
                 "Current Subject",
@@ -608,7 +699,9 @@ impl Service {
     /// §10.1.3, §10.2, §10.9: configuration and destruction.
     async fn owner_set(&mut self, from: &Jid, jid: &Jid, q: Element, st: &Stanza) {
         let service_max = self.config.max_occupants_per_room;
-        let Some(room) = self.rooms.get_mut(jid) else { return };
+        let Some(room) = self.rooms.get_mut(jid) else {
+            return;
+        };
         if room.affiliation(from) != Affiliation::Owner {
             return err(&mut self.out, st, StanzaError::forbidden());
         }
@@ -640,13 +733,21 @@ impl Service {
             return;
         }
         let Some(form) = q.child("x", ns::DATA_FORMS) else {
-            return err(&mut self.out, st, StanzaError::bad_request("expected a data form or destroy"));
+            return err(
+                &mut self.out,
+                st,
+                StanzaError::bad_request("expected a data form or destroy"),
+            );
         };
         if form.attr("type") == Some("cancel") {
             self.out.push(st.iq_result(None));
             // §10.1.3: cancelling the initial configuration destroys the room.
             if room.locked {
-                let owner = room.occupants.iter().map(|o| (o.nick.clone(), o.real.clone())).collect::<Vec<_>>();
+                let owner = room
+                    .occupants
+                    .iter()
+                    .map(|o| (o.nick.clone(), o.real.clone()))
+                    .collect::<Vec<_>>();
                 for (nick, real) in owner {
                     let mut p = Element::new_static("presence", ns::CLIENT)
                         .with_attr("from", room.occupant_jid(&nick).as_str())
@@ -668,12 +769,20 @@ impl Service {
             return;
         }
         if form.attr("type") != Some("submit") {
-            return err(&mut self.out, st, StanzaError::bad_request("form type must be submit or cancel"));
+            return err(
+                &mut self.out,
+                st,
+                StanzaError::bad_request("form type must be submit or cancel"),
+            );
         }
         let new = match room.config.apply_form(form, service_max) {
             Ok(c) => c,
             Err(field) => {
-                return err(&mut self.out, st, StanzaError::not_acceptable().with_text(format!("bad value for {field}")));
+                return err(
+                    &mut self.out,
+                    st,
+                    StanzaError::not_acceptable().with_text(format!("bad value for {field}")),
+                );
             }
         };
         let was_locked = room.locked;
@@ -683,7 +792,11 @@ impl Service {
         // §10.2.1: tell the occupants what changed.
         let mut codes = vec![104];
         if old.whois != room.config.whois {
-            codes.push(if room.config.whois == Whois::Anyone { 172 } else { 173 });
+            codes.push(if room.config.whois == Whois::Anyone {
+                172
+            } else {
+                173
+            });
         }
         if !was_locked {
             for o in &room.occupants {
@@ -702,10 +815,12 @@ impl Service {
                 let mut g2 = g.clone();
                 g2.role = Role::None;
                 for o in &room.occupants {
-                    self.out.push(room.presence_of(&g2, o, Some("unavailable"), &[322], &[], None));
+                    self.out
+                        .push(room.presence_of(&g2, o, Some("unavailable"), &[322], &[], None));
                 }
             }
-            room.occupants.retain(|o| !gone.iter().any(|g| g.real == o.real));
+            room.occupants
+                .retain(|o| !gone.iter().any(|g| g.real == o.real));
         }
         if room.config.persistent || old.persistent {
             self.persist(jid).await;
@@ -715,21 +830,36 @@ impl Service {
 
     /// §9.5, §9.8, §10.5, §10.8: lists by affiliation or by role.
     fn admin_get(&mut self, from: &Jid, jid: &Jid, q: &Element, st: &Stanza) {
-        let Some(room) = self.rooms.get(jid) else { return };
+        let Some(room) = self.rooms.get(jid) else {
+            return;
+        };
         let Some(item) = q.child("item", NS_MUC_ADMIN) else {
-            return err(&mut self.out, st, StanzaError::bad_request("expected an item"));
+            return err(
+                &mut self.out,
+                st,
+                StanzaError::bad_request("expected an item"),
+            );
         };
         let my_aff = room.affiliation(from);
         let my_role = room.by_real(from).map(|o| o.role).unwrap_or(Role::None);
         let mut query = Element::new_static("query", NS_MUC_ADMIN);
         if let Some(a) = item.attr("affiliation") {
             let Some(a) = Affiliation::parse(a).filter(|a| *a != Affiliation::None) else {
-                return err(&mut self.out, st, StanzaError::bad_request("unknown affiliation"));
+                return err(
+                    &mut self.out,
+                    st,
+                    StanzaError::bad_request("unknown affiliation"),
+                );
             };
             if my_aff < Affiliation::Admin {
                 return err(&mut self.out, st, StanzaError::forbidden());
             }
-            let mut jids: Vec<&Jid> = room.affiliations.iter().filter(|(_, x)| **x == a).map(|(j, _)| j).collect();
+            let mut jids: Vec<&Jid> = room
+                .affiliations
+                .iter()
+                .filter(|(_, x)| **x == a)
+                .map(|(j, _)| j)
+                .collect();
             jids.sort_by(|x, y| x.as_str().cmp(y.as_str()));
             for j in jids {
                 query.push_child(
@@ -755,7 +885,11 @@ impl Service {
                 );
             }
         } else {
-            return err(&mut self.out, st, StanzaError::bad_request("item needs an affiliation or a role"));
+            return err(
+                &mut self.out,
+                st,
+                StanzaError::bad_request("item needs an affiliation or a role"),
+            );
         }
         self.out.push(st.iq_result(Some(query)));
     }
@@ -763,7 +897,9 @@ impl Service {
     /// §8.2–§8.5, §9.1–§9.7, §10.3–§10.7: role and affiliation changes,
     /// checked all first and then applied.
     async fn admin_set(&mut self, from: &Jid, jid: &Jid, q: Element, st: &Stanza) {
-        let Some(room) = self.rooms.get_mut(jid) else { return };
+        let Some(room) = self.rooms.get_mut(jid) else {
+            return;
+        };
         let my_aff = room.affiliation(from);
         let me = room.by_real(from).cloned();
         let my_role = me.as_ref().map(|o| o.role).unwrap_or(Role::None);
@@ -777,7 +913,11 @@ impl Service {
             let reason = item.child("reason", NS_MUC_ADMIN).map(|r| r.text());
             if let Some(a) = item.attr("affiliation") {
                 let Some(a) = Affiliation::parse(a) else {
-                    return err(&mut self.out, st, StanzaError::bad_request("unknown affiliation"));
+                    return err(
+                        &mut self.out,
+                        st,
+                        StanzaError::bad_request("unknown affiliation"),
+                    );
                 };
                 let target = match (item.attr("jid"), item.attr("nick")) {
                     (Some(j), _) => Jid::parse(j).ok().map(|j| j.to_bare()),
@@ -785,7 +925,11 @@ impl Service {
                     _ => None,
                 };
                 let Some(target) = target else {
-                    return err(&mut self.out, st, StanzaError::bad_request("item needs a jid"));
+                    return err(
+                        &mut self.out,
+                        st,
+                        StanzaError::bad_request("item needs a jid"),
+                    );
                 };
                 let current = room.affiliation(&target);
                 let needed = if a >= Affiliation::Admin || current >= Affiliation::Admin {
@@ -799,9 +943,18 @@ impl Service {
                 // §10.5: the last owner stays.
                 if current == Affiliation::Owner
                     && a != Affiliation::Owner
-                    && room.affiliations.values().filter(|x| **x == Affiliation::Owner).count() == 1
+                    && room
+                        .affiliations
+                        .values()
+                        .filter(|x| **x == Affiliation::Owner)
+                        .count()
+                        == 1
                 {
-                    return err(&mut self.out, st, StanzaError::conflict().with_text("the last owner"));
+                    return err(
+                        &mut self.out,
+                        st,
+                        StanzaError::conflict().with_text("the last owner"),
+                    );
                 }
                 changes.push(Change::Aff(target, a, reason));
             } else if let Some(r) = item.attr("role") {
@@ -825,7 +978,11 @@ impl Service {
                 }
                 changes.push(Change::Role(target.nick.clone(), r, reason));
             } else {
-                return err(&mut self.out, st, StanzaError::bad_request("item needs an affiliation or a role"));
+                return err(
+                    &mut self.out,
+                    st,
+                    StanzaError::bad_request("item needs an affiliation or a role"),
+                );
             }
         }
         let mut affs_changed = false;
@@ -833,19 +990,29 @@ impl Service {
         for c in changes {
             match c {
                 Change::Role(nick, r, reason) => {
-                    let Some(i) = room.occupants.iter().position(|o| o.nick == nick) else { continue };
+                    let Some(i) = room.occupants.iter().position(|o| o.nick == nick) else {
+                        continue;
+                    };
                     room.occupants[i].role = r;
                     let target = room.occupants[i].clone();
                     let extra = actor_reason(actor, reason.as_deref());
                     if r == Role::None {
                         // §8.2: kicked, status 307.
                         for o in &room.occupants {
-                            self.out.push(room.presence_of(&target, o, Some("unavailable"), &[307], &extra, None));
+                            self.out.push(room.presence_of(
+                                &target,
+                                o,
+                                Some("unavailable"),
+                                &[307],
+                                &extra,
+                                None,
+                            ));
                         }
                         room.occupants.remove(i);
                     } else {
                         for o in &room.occupants {
-                            self.out.push(room.presence_of(&target, o, None, &[], &[], None));
+                            self.out
+                                .push(room.presence_of(&target, o, None, &[], &[], None));
                         }
                     }
                 }
@@ -867,7 +1034,9 @@ impl Service {
                             room.occupants[i].role = Role::None;
                         } else if a >= Affiliation::Admin {
                             room.occupants[i].role = Role::Moderator;
-                        } else if room.occupants[i].role != Role::Moderator || a < Affiliation::Admin {
+                        } else if room.occupants[i].role != Role::Moderator
+                            || a < Affiliation::Admin
+                        {
                             room.occupants[i].role = room.default_role(a);
                         }
                         let t = room.occupants[i].clone();
@@ -879,7 +1048,8 @@ impl Service {
                         };
                         for o in &room.occupants {
                             let extra = if evicted { extra.as_slice() } else { &[] };
-                            self.out.push(room.presence_of(&t, o, kind, codes, extra, None));
+                            self.out
+                                .push(room.presence_of(&t, o, kind, codes, extra, None));
                         }
                     }
                     if evicted {

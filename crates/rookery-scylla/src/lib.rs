@@ -35,12 +35,12 @@ use serde::{Deserialize, Serialize};
 mod blocking;
 mod last;
 mod mam;
+mod muc;
 mod offline;
 mod private;
 mod roster;
 mod users;
 mod vcard;
-mod muc;
 
 pub use mam::{BUCKET_MICROS, bucket_of};
 

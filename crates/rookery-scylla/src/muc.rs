@@ -57,13 +57,15 @@ impl RoomStore for ScyllaStore {
         let rows: Vec<Row> = self.all(&self.muc.list, (domain,)).await?;
         Ok(rows
             .into_iter()
-            .map(|(jid, config, affiliations, subject, subject_by)| StoredRoom {
-                jid,
-                config: config.unwrap_or_default(),
-                affiliations: affiliations.unwrap_or_default(),
-                subject: subject.unwrap_or_default(),
-                subject_by: subject_by.unwrap_or_default(),
-            })
+            .map(
+                |(jid, config, affiliations, subject, subject_by)| StoredRoom {
+                    jid,
+                    config: config.unwrap_or_default(),
+                    affiliations: affiliations.unwrap_or_default(),
+                    subject: subject.unwrap_or_default(),
+                    subject_by: subject_by.unwrap_or_default(),
+                },
+            )
             .collect())
     }
 

@@ -270,6 +270,14 @@ impl LocalSessions {
         }
     }
 
+    /// The domains of the components (server disco#items).
+    pub fn component_domains(&self) -> Vec<String> {
+        self.components
+            .read()
+            .map(|cs| cs.iter().map(|c| c.domain().to_owned()).collect())
+            .unwrap_or_default()
+    }
+
     /// The component serving `domain`, if any.
     fn component(&self, domain: &str) -> Option<Arc<dyn rookery_core::Component>> {
         let cs = self.components.read().ok()?;

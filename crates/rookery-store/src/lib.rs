@@ -28,12 +28,12 @@ mod blocking;
 mod group_commit;
 mod last;
 mod mam;
+mod muc;
 mod offline;
 mod private;
 mod roster;
 mod users;
 mod vcard;
-mod muc;
 
 /// Schema steps of every feature, applied once each in this order and
 /// recorded in `schema_migrations`. A feature appends its own steps; a step is
