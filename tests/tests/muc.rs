@@ -369,7 +369,10 @@ async fn password_protected_room() {
     let mut bob = s.online("bob", "b").await;
     for (x, echoed) in [
         ("", "<x xmlns='http://jabber.org/protocol/muc'/>"),
-        ("<password>wrong</password>", "<x xmlns='http://jabber.org/protocol/muc'><password>wrong</password></x>"),
+        (
+            "<password>wrong</password>",
+            "<x xmlns='http://jabber.org/protocol/muc'><password>wrong</password></x>",
+        ),
     ] {
         let got = join(&mut bob, "secret@conference.localhost/Bob", x).await;
         assert_eq!(

@@ -88,7 +88,9 @@ impl Module for Disco {
             // XEP-0030 §4: the server lists its services (XEP-0045 §6.1).
             if ctx.account.is_none() {
                 for d in ctx.sessions.component_domains() {
-                    items.push_child(Element::new_static("item", ns::DISCO_ITEMS).with_attr("jid", d));
+                    items.push_child(
+                        Element::new_static("item", ns::DISCO_ITEMS).with_attr("jid", d),
+                    );
                 }
             }
             return Some(Ok(Some(items)));
