@@ -108,6 +108,7 @@ async fn server() -> TestServer {
     let s = TestServer::start().await;
     s.add_user("alice", "pass").await;
     s.add_user("bob", "pass").await;
+    s.add_user("carol", "pass").await;
     s
 }
 
@@ -200,6 +201,23 @@ async fn slixmpp_mam_paging_and_sm_resume() {
     run_interop_script(
         "slixmpp_mam_sm.py",
         &["all 15", "stream resumed", "arrived after resumption"],
+    )
+    .await;
+}
+
+/// XEP-0045 with slixmpp's xep_0045 plugin: three users join a room, chat,
+/// one is kicked (tests/interop/slixmpp_muc.py).
+#[tokio::test]
+async fn slixmpp_muc_join_chat_kick() {
+    run_interop_script(
+        "slixmpp_muc.py",
+        &[
+            "alice created the room",
+            "bob and carol joined",
+            "everyone got both messages",
+            "kick: carol got 110+307",
+            "OK",
+        ],
     )
     .await;
 }

@@ -14,7 +14,8 @@ pub mod users;
 
 pub use error::{ErrorType, StanzaError, StreamError};
 pub use roles::{
-    BindError, BindRequest, ClientLink, DeliverError, InboundRouter, RemoteRouter, SessionService,
+    BindError, BindRequest, ClientLink, Component, ComponentRouter, DeliverError, InboundRouter,
+    RemoteRouter, SessionService,
 };
 pub use stanza::{Stanza, StanzaKind, new_id};
 pub use users::{StoreError, UserStore};

@@ -191,3 +191,25 @@ pub trait InboundRouter: Send + Sync + std::fmt::Debug {
     /// the recipient's owner.
     async fn route_inbound(&self, stanza: Stanza);
 }
+
+/// A service with a domain of its own (XEP-0045 Multi-User Chat on
+/// `conference.<domain>`, later upload and pubsub): the session service
+/// hands it every stanza addressed to that domain or to a JID within it,
+/// whoever sent it (a local account or, over federation, a remote one).
+pub trait Component: Send + Sync + std::fmt::Debug {
+    /// The domain the component serves (already prepared per RFC 7622).
+    fn domain(&self) -> &str;
+    /// Queues a stanza for the component and returns at once; stanzas are
+    /// handled in the order they were queued. Its `from` is stamped.
+    fn handle(&self, stanza: Stanza);
+}
+
+/// How a component sends its stanzas (from JIDs of its domain) to users:
+/// to a local account by the RFC 6121 rules for a stanza from another
+/// domain, or over federation to a remote one.
+#[async_trait]
+pub trait ComponentRouter: Send + Sync + std::fmt::Debug {
+    /// Routes `stanza`, whose `from` belongs to the component's domain.
+    /// Returns once it was handed to the recipient's owner.
+    async fn route_from_component(&self, stanza: Stanza);
+}

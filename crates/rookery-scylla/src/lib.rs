@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 mod blocking;
 mod last;
 mod mam;
+mod muc;
 mod offline;
 mod private;
 mod roster;
@@ -61,6 +62,7 @@ pub const SCHEMA: &[(&str, &str)] = &[
         include_str!("../schema/007_last_activity.cql"),
     ),
     ("008_mam", include_str!("../schema/008_mam.cql")),
+    ("009_muc_rooms", include_str!("../schema/009_muc_rooms.cql")),
 ];
 
 /// The `[store.scylla]` section of the configuration.
@@ -342,6 +344,7 @@ pub struct ScyllaStore {
     private: private::Statements,
     last: last::Statements,
     mam: mam::Statements,
+    muc: muc::Statements,
 }
 
 async fn open_session(cfg: &ScyllaConfig) -> Result<Session, StoreError> {
@@ -493,6 +496,7 @@ impl ScyllaStore {
             private: private::Statements::prepare(&p).await?,
             last: last::Statements::prepare(&p).await?,
             mam: mam::Statements::prepare(&p).await?,
+            muc: muc::Statements::prepare(&p).await?,
             ids: Ids::new(),
             keyspace: ks,
             session,

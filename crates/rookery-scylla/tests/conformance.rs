@@ -193,3 +193,11 @@ async fn migrate_is_idempotent_and_connect_needs_it() {
         std::panic::resume_unwind(e.into_panic());
     }
 }
+
+#[tokio::test]
+async fn room_store_conformance() {
+    with_store("room_store_conformance", |s| async move {
+        rookery_muc::store::conformance::run(s.as_ref()).await;
+    })
+    .await;
+}

@@ -213,6 +213,9 @@ pub struct LocalSessions {
     /// Federation: where stanzas for other domains go (set once at start;
     /// without it they get `remote-server-not-found`).
     remote: std::sync::OnceLock<Arc<dyn rookery_core::RemoteRouter>>,
+    /// Services on domains of their own (MUC), added at start; every
+    /// stanza for their domains goes to them.
+    components: RwLock<Vec<Arc<dyn rookery_core::Component>>>,
 }
 
 impl LocalSessions {
@@ -243,6 +246,7 @@ impl LocalSessions {
             me: me.clone(),
             peers: std::sync::OnceLock::new(),
             remote: std::sync::OnceLock::new(),
+            components: RwLock::new(Vec::new()),
         })
     }
 
@@ -264,9 +268,35 @@ impl LocalSessions {
         let _ = self.remote.set(remote);
     }
 
-    /// Sends a stanza to another domain (RFC 6120 §10.4); without
-    /// federation the sender gets `remote-server-not-found` at once.
+    /// Adds a service with a domain of its own (e.g. MUC): stanzas for
+    /// its domain go to it. Added at start, before the first bind.
+    pub fn add_component(&self, component: Arc<dyn rookery_core::Component>) {
+        if let Ok(mut cs) = self.components.write() {
+            cs.push(component);
+        }
+    }
+
+    /// The domains of the components (server disco#items).
+    pub fn component_domains(&self) -> Vec<String> {
+        self.components
+            .read()
+            .map(|cs| cs.iter().map(|c| c.domain().to_owned()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The component serving `domain`, if any.
+    fn component(&self, domain: &str) -> Option<Arc<dyn rookery_core::Component>> {
+        let cs = self.components.read().ok()?;
+        cs.iter().find(|c| c.domain() == domain).cloned()
+    }
+
+    /// Sends a stanza to another domain (RFC 6120 §10.4): one of our
+    /// components, or else federation; without federation the sender gets
+    /// `remote-server-not-found` at once.
     fn send_remote(&self, stanza: Stanza) {
+        if let Some(c) = stanza.to().and_then(|to| self.component(to.domain())) {
+            return c.handle(stanza);
+        }
         match self.remote.get() {
             Some(remote) => remote.send_remote(stanza),
             None => {
@@ -1641,6 +1671,9 @@ impl LocalSessions {
             debug!("a stanza from a remote server without from or to dropped");
             return;
         };
+        if let Some(c) = self.component(to.domain()) {
+            return c.handle(stanza);
+        }
         if !self.is_local_domain(&to) || self.is_local_domain(&from) {
             debug!(from = %from, to = %to, "a stanza from a remote server with local from or remote to dropped");
             return;
@@ -1666,7 +1699,7 @@ impl LocalSessions {
 #[async_trait]
 impl rookery_core::InboundRouter for LocalSessions {
     fn serves(&self, domain: &str) -> bool {
-        domain == self.domain
+        domain == self.domain || self.component(domain).is_some()
     }
 
     async fn route_inbound(&self, stanza: Stanza) {
@@ -1674,5 +1707,28 @@ impl rookery_core::InboundRouter for LocalSessions {
             vec![KeyValue::new("xmpp.stanza.kind", stanza.kind().as_str())]
         });
         telemetry::within(hop.as_ref(), self.route_from_remote(stanza)).await;
+    }
+}
+
+#[async_trait]
+impl rookery_core::ComponentRouter for LocalSessions {
+    async fn route_from_component(&self, stanza: Stanza) {
+        let (Some(from), Some(to)) = (stanza.from().cloned(), stanza.to().cloned()) else {
+            debug!("a stanza from a component without from or to dropped");
+            return;
+        };
+        if !self.is_local_domain(&to) {
+            // Another component, or a remote user.
+            return self.send_remote(stanza);
+        }
+        match (stanza.kind(), to.node().is_some()) {
+            (StanzaKind::Presence, true) => {
+                self.deliver_presence(&to, stanza.element().clone()).await
+            }
+            (StanzaKind::Presence, false) => {}
+            (_, true) => self.route_local(&from, stanza, to).await,
+            (StanzaKind::Iq, false) => self.server_iq(&from, &stanza).await,
+            (StanzaKind::Message, false) => {}
+        }
     }
 }

@@ -28,6 +28,7 @@ mod blocking;
 mod group_commit;
 mod last;
 mod mam;
+mod muc;
 mod offline;
 mod private;
 mod roster;
@@ -46,6 +47,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("private-xml-1", private::SCHEMA_1),
     ("last-activity-1", last::SCHEMA_1),
     ("mam-1", mam::SCHEMA_1),
+    ("muc-1", muc::SCHEMA_1),
 ];
 
 /// Seconds since the Unix epoch.

@@ -47,6 +47,8 @@ pub struct Config {
     pub drain: DrainConfig,
     /// `[telemetry]`
     pub telemetry: TelemetryConfig,
+    /// `[muc]`: XEP-0045 Multi-User Chat.
+    pub muc: rookery_muc::MucConfig,
 }
 
 /// `[drain]`: what a cluster member does on SIGTERM
@@ -401,6 +403,24 @@ impl Config {
             (0.0..=1.0).contains(&t.sample_ratio),
             "telemetry.sample_ratio must be between 0 and 1"
         );
+        if self.muc.enabled {
+            let d = if self.muc.domain.is_empty() {
+                format!("conference.{}", self.server.domain)
+            } else {
+                self.muc.domain.clone()
+            };
+            self.muc.domain = rookery_jid::prep_domainpart(&d)
+                .map_err(|e| anyhow::anyhow!("muc.domain {d:?}: {e}"))?
+                .into_owned();
+            anyhow::ensure!(
+                self.muc.domain != self.server.domain,
+                "muc.domain must differ from server.domain"
+            );
+            anyhow::ensure!(
+                self.muc.max_occupants_per_room >= 1,
+                "muc.max_occupants_per_room must be at least 1"
+            );
+        }
         if self.store.backend == StoreBackend::Scylla {
             let s = &self.store.scylla;
             s.check()

@@ -114,6 +114,14 @@ impl StoreHandle {
         }
     }
 
+    /// The store of persistent MUC rooms.
+    pub fn rooms(&self) -> Arc<dyn rookery_muc::RoomStore> {
+        match self {
+            StoreHandle::Sqlite(store) => Arc::new(store.clone()),
+            StoreHandle::Scylla(store) => store.clone(),
+        }
+    }
+
     /// Writes out what is queued: the SQLite archive's group commit. Every
     /// ScyllaDB write completes before it is acknowledged, so nothing to do.
     pub async fn flush(&self) -> Result<(), StoreError> {
@@ -371,6 +379,24 @@ pub(crate) async fn serve_http(
     Ok(out)
 }
 
+/// Starts the XEP-0045 service on its domain, when `[muc] enabled`: its
+/// rooms live in this process (docs/decisions/0018-muc.md).
+pub(crate) fn start_muc(config: &Config, store: &StoreHandle, sessions: &Arc<LocalSessions>) {
+    if !config.muc.enabled {
+        return;
+    }
+    let weak: std::sync::Weak<LocalSessions> = Arc::downgrade(sessions);
+    let router: std::sync::Weak<dyn rookery_core::ComponentRouter> = weak;
+    let muc = rookery_muc::Muc::start(
+        &config.muc.domain,
+        config.muc.clone(),
+        store.rooms(),
+        router,
+    );
+    info!(domain = %config.muc.domain, "MUC service");
+    sessions.add_component(muc);
+}
+
 /// Starts every role of a single-node server.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let domain = config.server.domain.clone();
@@ -397,6 +423,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stores,
         metrics.clone(),
     );
+    start_muc(&config, &store, &sessions);
     let (tls, identity) = tls_identity(&config)?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

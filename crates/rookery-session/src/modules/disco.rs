@@ -84,7 +84,16 @@ impl Module for Disco {
             return Some(Err(StanzaError::item_not_found()));
         }
         if !info {
-            return Some(Ok(Some(Element::new_static("query", ns::DISCO_ITEMS))));
+            let mut items = Element::new_static("query", ns::DISCO_ITEMS);
+            // XEP-0030 §4: the server lists its services (XEP-0045 §6.1).
+            if ctx.account.is_none() {
+                for d in ctx.sessions.component_domains() {
+                    items.push_child(
+                        Element::new_static("item", ns::DISCO_ITEMS).with_attr("jid", d),
+                    );
+                }
+            }
+            return Some(Ok(Some(items)));
         }
         let mut q = Element::new_static("query", ns::DISCO_INFO);
         match ctx.account {

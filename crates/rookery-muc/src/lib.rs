@@ -1,0 +1,121 @@
+//! XEP-0045: Multi-User Chat, as a service on a domain of its own
+//! (`conference.<domain>` by default).
+//!
+//! The service is one task that owns every room of the node and handles the
+//! stanzas for its domain in the order they arrive ([`Muc`] queues them);
+//! it answers through a [`ComponentRouter`] (the session service). Rooms
+//! live in memory; persistent rooms are also kept in a [`RoomStore`]
+//! (docs/decisions/0018-muc.md).
+
+mod room;
+mod service;
+pub mod store;
+
+use std::sync::Weak;
+
+use rookery_core::{Component, ComponentRouter, Stanza};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+pub use room::{Affiliation, HistoryRequest, Role, RoomConfig, Whois};
+pub use store::{NoRoomStore, RoomStore, StoredRoom};
+
+/// XEP-0045 §19.1 namespaces.
+pub const NS_MUC: &str = "http://jabber.org/protocol/muc";
+/// `muc#user`
+pub const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+/// `muc#admin`
+pub const NS_MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
+/// `muc#owner`
+pub const NS_MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
+/// The FORM_TYPE of the room configuration form (§15.5.3).
+pub const NS_ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
+/// The FORM_TYPE of the room information form (§15.5.4).
+pub const NS_ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
+/// XEP-0203 delayed delivery, on history messages.
+pub const NS_DELAY: &str = "urn:xmpp:delay";
+
+/// The XEP this crate implements, with the version it follows.
+pub const SPEC: (u16, &str) = (45, "1.35.5");
+
+/// `[muc]` section of the configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MucConfig {
+    /// Runs the service.
+    pub enabled: bool,
+    /// The service's domain; empty means `conference.<server domain>`.
+    pub domain: String,
+    /// Occupants of one room at most (owners and admins may still enter a
+    /// full room, XEP-0045 §7.2.10); also the cap of `muc#roomconfig_maxusers`.
+    pub max_occupants_per_room: usize,
+    /// Rooms one user may have created and that still exist; 0 for no limit.
+    pub max_rooms_per_user: usize,
+    /// Groupchat messages kept per room for the discussion history on join
+    /// (§7.2.15); 0 keeps none.
+    pub history_max_stanzas: usize,
+}
+
+impl Default for MucConfig {
+    fn default() -> Self {
+        MucConfig {
+            enabled: true,
+            domain: String::new(),
+            max_occupants_per_room: 200,
+            max_rooms_per_user: 10,
+            history_max_stanzas: 20,
+        }
+    }
+}
+
+/// The MUC service as the session service sees it: a [`Component`] that
+/// queues stanzas for the rooms' task.
+#[derive(Debug)]
+pub struct Muc {
+    domain: String,
+    queue: mpsc::UnboundedSender<Stanza>,
+}
+
+impl Muc {
+    /// Starts the service for `domain` (prepared): loads the stored rooms and
+    /// then handles queued stanzas until the returned handle is dropped.
+    /// `router` is weak because the session service holds the component.
+    pub fn start(
+        domain: &str,
+        config: MucConfig,
+        store: Arc<dyn RoomStore>,
+        router: Weak<dyn ComponentRouter>,
+    ) -> Arc<Muc> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let svc = service::Service::new(domain, config, store, router);
+        tokio::spawn(svc.run(rx));
+        Arc::new(Muc {
+            domain: domain.to_owned(),
+            queue: tx,
+        })
+    }
+}
+
+impl Component for Muc {
+    fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    fn handle(&self, stanza: Stanza) {
+        if self.queue.send(stanza).is_err() {
+            tracing::warn!(domain = %self.domain, "the MUC service has stopped; stanza dropped");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// docs/xeps.md lists XEP-0045 with the version this crate follows.
+    #[test]
+    fn xeps_doc_lists_the_spec() {
+        let doc = include_str!("../../../docs/xeps.md");
+        let row = format!("| XEP-{:04} | {} |", super::SPEC.0, super::SPEC.1);
+        assert!(doc.contains(&row), "docs/xeps.md lacks {row}");
+    }
+}
