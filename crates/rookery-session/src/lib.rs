@@ -26,8 +26,8 @@ use rookery_core::metrics::Metrics;
 use rookery_core::roles::{Resumed, SmError, SmParams};
 use rookery_core::telemetry::{self, Hop, KeyValue, SpanKind};
 use rookery_core::{
-    BindError, BindRequest, ClientLink, DeliverError, InboundRouter, Jid, RemoteRouter,
-    SessionService, Stanza, StanzaError, StanzaKind, StoreError, StreamError, UserStore, new_id,
+    BindError, BindRequest, ClientLink, DeliverError, Jid, SessionService, Stanza, StanzaError,
+    StanzaKind, StoreError, StreamError, UserStore, new_id,
 };
 use rookery_xml::Element;
 use serde::{Deserialize, Serialize};
@@ -248,12 +248,6 @@ impl LocalSessions {
             remote: std::sync::OnceLock::new(),
             components: RwLock::new(Vec::new()),
         })
-    }
-
-    /// Enables federation: stanzas for other domains go to `remote`
-    /// (RFC 6120 §10.4). Set once, at start.
-    pub fn set_remote(&self, remote: Arc<dyn RemoteRouter>) {
-        let _ = self.remote.set(remote);
     }
 
     /// Joins a cluster: accounts whose shard `peers` does not give to this
