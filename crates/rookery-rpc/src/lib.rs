@@ -153,6 +153,56 @@ where
     .await
 }
 
+/// `Session.Forward` of one job to the owner of `to`'s account, with the
+/// trace context, retried as [`call_owner`] does. The envelope names the
+/// job's sender and recipient, which may differ from the stanza's
+/// addresses (a bare JID's presence).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn forward_to_owner(
+    membership: &Membership,
+    channels: &Channels,
+    config: &RpcConfig,
+    metrics: &Metrics,
+    role: &'static str,
+    kind: rookery_proto::session::v1::ForwardKind,
+    from: &rookery_core::Jid,
+    to: &rookery_core::Jid,
+    stanza: &rookery_xml::Element,
+) -> Result<(), Status> {
+    use rookery_proto::session::v1 as pb;
+    let me = membership.me();
+    let mut env = conv::envelope(stanza, to, membership.view().shards);
+    env.from = from.as_str().to_owned();
+    env.to = to.as_str().to_owned();
+    let msg = pb::ForwardRequest {
+        caller: Some(pb::Caller {
+            node: me.node.clone(),
+            epoch: me.epoch,
+        }),
+        kind: kind as i32,
+        stanza: Some(env),
+    };
+    let deadline = config.call_deadline();
+    let hop = trace::client(rookery_core::telemetry::names::RPC_FORWARD);
+    let r = call_owner(
+        membership,
+        channels,
+        config,
+        metrics,
+        (role, "Forward"),
+        to.to_bare().as_str(),
+        |ch| {
+            let mut r = tonic::Request::new(msg.clone());
+            r.set_timeout(deadline);
+            trace::inject(&mut r, hop.as_ref());
+            async move { pb::session_client::SessionClient::new(ch).forward(r).await }
+        },
+    )
+    .await;
+    trace::outcome(hop.as_ref(), &r);
+    r.map(|_| ())
+}
+
 /// [`call_owner`] with the member chosen by `pick` from each fresh view.
 pub(crate) async fn call_member<T, F, Fut>(
     membership: &Membership,

@@ -22,12 +22,11 @@ use rookery_proto::s2s::v1 as s2spb;
 use rookery_proto::s2s::v1::federation_client::FederationClient;
 use rookery_proto::s2s::v1::federation_server::{Federation, FederationServer};
 use rookery_proto::session::v1 as pb;
-use rookery_proto::session::v1::session_client::SessionClient;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 use tracing::warn;
 
-use crate::{Channels, RpcConfig, call_member, call_owner, conv, trace};
+use crate::{Channels, RpcConfig, call_member, conv, trace};
 
 /// Lanes of a session node's [`S2sClient`]: stanzas to one remote domain
 /// always take the same lane, in order.
@@ -260,32 +259,18 @@ impl InboundRouter for RemoteInbound {
         let (Some(from), Some(to)) = (stanza.from().cloned(), stanza.to().cloned()) else {
             return;
         };
-        let mut env = conv::envelope(stanza.element(), &to, self.membership.view().shards);
-        env.from = from.as_str().to_owned();
-        env.to = to.as_str().to_owned();
-        let msg = pb::ForwardRequest {
-            caller: Some(caller(&self.membership)),
-            kind: pb::ForwardKind::FromRemote as i32,
-            stanza: Some(env),
-        };
-        let config = self.config;
-        let hop = trace::client(names::RPC_FORWARD);
-        let r = call_owner(
+        let r = crate::forward_to_owner(
             &self.membership,
             &self.channels,
             &self.config,
             &self.metrics,
-            ("s2s", "Forward"),
-            to.to_bare().as_str(),
-            |ch| {
-                let mut r = Request::new(msg.clone());
-                r.set_timeout(config.call_deadline());
-                trace::inject(&mut r, hop.as_ref());
-                async move { SessionClient::new(ch).forward(r).await }
-            },
+            "s2s",
+            pb::ForwardKind::FromRemote,
+            &from,
+            &to,
+            stanza.element(),
         )
         .await;
-        trace::outcome(hop.as_ref(), &r);
         if let Err(e) = r {
             warn!(to = %to, error = %e, "no session node took a stanza from a remote server");
             if let Some(remote) = self.answer.get()

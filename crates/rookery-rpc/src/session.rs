@@ -17,7 +17,6 @@ use rookery_core::{
 use rookery_proto::cm::v1 as cmpb;
 use rookery_proto::cm::v1::connection_manager_client::ConnectionManagerClient;
 use rookery_proto::session::v1 as pb;
-use rookery_proto::session::v1::session_client::SessionClient;
 use rookery_proto::session::v1::session_server::{Session, SessionServer};
 use rookery_session::LocalSessions;
 use rookery_session::peers::{Forward, ForwardKind, Peers, ResourceState};
@@ -26,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
-use crate::{Channels, RpcConfig, call_owner, conv, trace};
+use crate::{Channels, RpcConfig, conv, trace};
 use rookery_core::telemetry::{self, Hop, KeyValue, names};
 
 /// Deliveries queued for one cm before its clients are told it is full.
@@ -637,7 +636,6 @@ impl Peers for SessionNode {
     }
 
     async fn forward(&self, job: Forward) -> Result<(), StanzaError> {
-        let me = self.membership.me();
         let kind = match job.kind {
             ForwardKind::Route { archived: false } => pb::ForwardKind::Route,
             ForwardKind::Route { archived: true } => pb::ForwardKind::RouteArchived,
@@ -645,37 +643,18 @@ impl Peers for SessionNode {
             ForwardKind::Deliver => pb::ForwardKind::Deliver,
             ForwardKind::FromRemote => pb::ForwardKind::FromRemote,
         };
-        let mut env = conv::envelope(&job.stanza, &job.to, self.membership.view().shards);
-        // The envelope names the recipient and sender of the job, which
-        // may differ from the stanza's addresses (a bare JID's presence).
-        env.from = job.from.as_str().to_owned();
-        env.to = job.to.as_str().to_owned();
-        let msg = pb::ForwardRequest {
-            caller: Some(pb::Caller {
-                node: me.node.clone(),
-                epoch: me.epoch,
-            }),
-            kind: kind as i32,
-            stanza: Some(env),
-        };
-        let config = self.config;
-        let hop = trace::client(names::RPC_FORWARD);
-        let r = call_owner(
+        let r = crate::forward_to_owner(
             &self.membership,
             &self.channels,
             &self.config,
             &self.metrics,
-            ("session", "Forward"),
-            job.to.to_bare().as_str(),
-            |ch| {
-                let mut r = Request::new(msg.clone());
-                r.set_timeout(config.call_deadline());
-                trace::inject(&mut r, hop.as_ref());
-                async move { SessionClient::new(ch).forward(r).await }
-            },
+            "session",
+            kind,
+            &job.from,
+            &job.to,
+            &job.stanza,
         )
         .await;
-        trace::outcome(hop.as_ref(), &r);
         r.map(|_| ()).map_err(|s| {
             warn!(to = %job.to, error = %s, "no owner took a stanza");
             StanzaError::resource_constraint()
