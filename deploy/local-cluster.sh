@@ -3,24 +3,29 @@
 # connection managers (cm), all sharing one embedded store file (fine for
 # local runs and tests; production uses ScyllaDB). See docs/operations/cluster.md.
 #
-# Usage: deploy/local-cluster.sh [--sessions N] [--cms N] [--dir DIR]
+# Usage: deploy/local-cluster.sh [--sessions N] [--cms N] [--s2s N] [--dir DIR]
 #                                [--base-port P] [--bin PATH] [--domain D]
+#                                [--peer DOMAIN=HOST:PORT]...
 # cm i listens for clients on P+10*i (STARTTLS) and P+10*i+1 (direct TLS),
+# s2s node j (federation, none by default) on P+4000+j, sharing one dialback
+# secret; --peer adds an [s2s.peers] route (repeatable).
 # gRPC of node k on P+1000+k, HTTP of node k on P+2000+k, Redis on P+3000.
 # Writes DIR/cluster.env (addresses and PIDs) once every node is up, then
 # waits; Ctrl-C (or SIGTERM) stops everything.
 set -euo pipefail
 
-sessions=2 cms=2 dir="" base=15000 bin="" domain=localhost
+sessions=2 cms=2 s2s=0 dir="" base=15000 bin="" domain=localhost peers=()
 while (($#)); do
   case "$1" in
     --sessions) sessions=$2; shift 2 ;;
     --cms) cms=$2; shift 2 ;;
+    --s2s) s2s=$2; shift 2 ;;
+    --peer) peers+=("$2"); shift 2 ;;
     --dir) dir=$2; shift 2 ;;
     --base-port) base=$2; shift 2 ;;
     --bin) bin=$2; shift 2 ;;
     --domain) domain=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -49,12 +54,15 @@ for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break;
 
 # node k: role, name; writes its config and starts it.
 start_node() {
-  local k=$1 role=$2 name=$3 c2s="[]" tls="[]" web="[]"
+  local k=$1 role=$2 name=$3 c2s="[]" tls="[]" web="[]" s2s_listen="[]"
   if [ "$role" = cm ]; then
     local i=$4
     c2s="[\"127.0.0.1:$((base + 10 * i))\"]"
     tls="[\"127.0.0.1:$((base + 10 * i + 1))\"]"
     web="[\"127.0.0.1:$((base + 10 * i + 2))\"]"
+  fi
+  if [ "$role" = s2s ]; then
+    s2s_listen="[\"127.0.0.1:$((base + 4000 + $4))\"]"
   fi
   cat > "$dir/$name.toml" <<CONF
 [server]
@@ -67,6 +75,10 @@ direct_tls_listen = $tls
 listen = ["127.0.0.1:$((base + 2000 + k))"]
 [web]
 tls_listen = $web
+[s2s]
+listen = $s2s_listen
+dialback_secret_file = "$dir/dialback-secret"
+$peer_tables
 [cluster]
 node = "$name"
 grpc_listen = "127.0.0.1:$((base + 1000 + k))"
@@ -88,6 +100,13 @@ CONF
   exit 1
 }
 
+# Federation: one dialback secret for every s2s node, and the static routes.
+[ -s "$dir/dialback-secret" ] || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$dir/dialback-secret"
+peer_tables=""
+for p in "${peers[@]}"; do
+  peer_tables+="[s2s.peers.\"${p%%=*}\"]"$'\n'"address = \"${p#*=}\""$'\n'
+done
+
 : > "$dir/cluster.env"
 echo "REDIS_PORT=$redis_port" >> "$dir/cluster.env"
 echo "REDIS_PID=${pids[0]}" >> "$dir/cluster.env"
@@ -98,8 +117,12 @@ for c in $(seq 1 "$cms"); do
   echo "CM${c}_C2S=127.0.0.1:$((base + 10 * c))" >> "$dir/cluster.env"
   echo "CM${c}_TLS=127.0.0.1:$((base + 10 * c + 1))" >> "$dir/cluster.env"
 done
+for j in $(seq 1 "$s2s"); do
+  start_node $k s2s "s2s$j" "$j"; k=$((k + 1))
+  echo "S2S${j}=127.0.0.1:$((base + 4000 + j))" >> "$dir/cluster.env"
+done
 echo "DIR=$dir" >> "$dir/cluster.env"
 echo "READY=1" >> "$dir/cluster.env"
-echo "cluster up: $sessions session node(s), $cms cm(s); $dir/cluster.env"
+echo "cluster up: $sessions session node(s), $cms cm(s), $s2s s2s node(s); $dir/cluster.env"
 echo "add users with: $bin --config $dir/session1.toml user add alice -p secret"
 wait

@@ -76,6 +76,8 @@ pub struct Node {
     pub c2s: Option<u16>,
     /// The HTTPS port of the web transports (cms).
     pub web: Option<u16>,
+    /// The server-to-server port (s2s nodes).
+    pub s2s: Option<u16>,
     pub grpc: u16,
     pub http: u16,
     pub config: PathBuf,
@@ -159,12 +161,28 @@ impl Cluster {
 
     /// Starts one more node (e.g. a session node joining under load).
     pub fn add_node(&mut self, name: &str, role: &'static str) {
-        let c2s = (role != "session").then(free_port);
-        let web = (role != "session").then(free_port);
+        let has = |r: &str| role.split(',').any(|x| x == r || x == "all");
+        let c2s = has("cm").then(free_port);
+        let web = has("cm").then(free_port);
         let web_listen = web
             .map(|p| format!("[\"127.0.0.1:{p}\"]"))
             .unwrap_or_else(|| "[]".into());
         let (grpc, http) = (free_port(), free_port());
+        // s2s nodes: their own 5269 and the cluster's one dialback secret.
+        let s2s = has("s2s").then(free_port);
+        let s2s_section = match s2s {
+            Some(p) => {
+                let secret = self.dir.path().join("dialback-secret");
+                if !secret.exists() {
+                    std::fs::write(&secret, "a cluster-wide dialback secret\n").unwrap();
+                }
+                format!(
+                    "[s2s]\nlisten = [\"127.0.0.1:{p}\"]\ndialback_secret_file = \"{}\"\n",
+                    secret.display()
+                )
+            }
+            None => "[s2s]\nenabled = false\n".to_owned(),
+        };
         let data = self.dir.path().join("data");
         let listen = c2s
             .map(|p| format!("[\"127.0.0.1:{p}\"]"))
@@ -182,7 +200,7 @@ impl Cluster {
             format!(
                 "[server]\ndata_dir = \"{}\"\n[c2s]\nlisten = {listen}\ndirect_tls_listen = []\n\
                  auth_failure_delay_ms = 10\nauth_failure_max_delay_ms = 50\n\
-                 [http]\nlisten = [\"127.0.0.1:{http}\"]\n[web]\ntls_listen = {web_listen}\n[log]\nlevel = \"info,rookery_rpc=debug\"\n\
+                 [http]\nlisten = [\"127.0.0.1:{http}\"]\n[web]\ntls_listen = {web_listen}\n{s2s_section}[log]\nlevel = \"info,rookery_rpc=debug\"\n\
                  [cluster]\nnode = \"{name}\"\ngrpc_listen = \"127.0.0.1:{grpc}\"\n{extra}\n{}",
                 data.display(),
                 self.tail
@@ -195,6 +213,7 @@ impl Cluster {
             child: None,
             c2s,
             web,
+            s2s,
             grpc,
             http,
             config,
@@ -509,6 +528,23 @@ pub fn owner(user: &str, nodes: &[&str]) -> String {
         &format!("{user}@localhost"),
         rookery_cluster::DEFAULT_SHARDS,
     );
+    rendezvous(shard, &members).unwrap().node.clone()
+}
+
+/// The s2s node (of `nodes`) that keeps the streams to the remote `domain`,
+/// as `View::s2s_node_for` chooses it.
+pub fn s2s_node_for(domain: &str, nodes: &[&str]) -> String {
+    use rookery_cluster::{Member, Role, rendezvous, shard_of};
+    let members: Vec<Member> = nodes
+        .iter()
+        .map(|n| Member {
+            node: (*n).to_owned(),
+            epoch: 1,
+            roles: vec![Role::S2s],
+            grpc: String::new(),
+        })
+        .collect();
+    let shard = shard_of(domain, rookery_cluster::DEFAULT_SHARDS);
     rendezvous(shard, &members).unwrap().node.clone()
 }
 

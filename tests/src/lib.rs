@@ -601,3 +601,59 @@ pub async fn eventually(mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// RFC 6121 §3.1 between two online clients (they fetched their rosters and
+/// sent initial presence), on one server or across servers: `user` (bare
+/// JID `user_jid`) asks `contact` (full JID `contact_full`) for a
+/// subscription (§3.1.1), `contact` sees the request from `user_jid`
+/// (§3.1.3) and approves it (§3.1.5); returns once `user` was told
+/// (`subscribed` from the contact's bare JID, §3.1.6) and got the contact's
+/// available presence from `contact_full`. Roster pushes on either side are
+/// skipped (not answered): callers assert on rosters with a roster get.
+pub async fn subscribe(
+    user: &mut RawClient,
+    user_jid: &str,
+    contact: &mut RawClient,
+    contact_full: &str,
+) {
+    let contact_bare = contact_full.split('/').next().unwrap_or(contact_full);
+    user.send(&format!(
+        "<presence to='{contact_bare}' type='subscribe' id='sub-{contact_bare}'/>"
+    ))
+    .await;
+    let (req, _) = contact
+        .until(|e| e.name() == "presence" && e.attr("type") == Some("subscribe"))
+        .await;
+    assert_eq!(req.attr("from"), Some(user_jid), "{req}");
+    contact
+        .send(&format!("<presence to='{user_jid}' type='subscribed'/>"))
+        .await;
+    let (ok, _) = user
+        .until(|e| e.name() == "presence" && e.attr("type") == Some("subscribed"))
+        .await;
+    assert_eq!(ok.attr("from"), Some(contact_bare), "{ok}");
+    user.until(|e| {
+        e.name() == "presence" && e.attr("type").is_none() && e.attr("from") == Some(contact_full)
+    })
+    .await;
+}
+
+/// The `subscription` of `contact` in `client`'s roster (RFC 6121 §2.1.3),
+/// with its `ask`, or `None` when it has no item.
+pub async fn roster_state(
+    client: &mut RawClient,
+    contact: &str,
+) -> Option<(String, Option<String>)> {
+    let r = client
+        .iq("<iq type='get' id='roster-state'><query xmlns='jabber:iq:roster'/></iq>")
+        .await;
+    let q = r.child("query", ns::ROSTER)?;
+    q.children()
+        .find(|i| i.attr("jid") == Some(contact))
+        .map(|i| {
+            (
+                i.attr("subscription").unwrap_or("none").to_owned(),
+                i.attr("ask").map(str::to_owned),
+            )
+        })
+}

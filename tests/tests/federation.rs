@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use rookery_e2e::TestServer;
 use rookery_e2e::cluster::free_port;
+use rookery_e2e::{TestServer, roster_state, subscribe};
 use rookery_xml::ns;
 
 /// How the two servers authenticate to each other.
@@ -141,4 +141,109 @@ async fn federation_with_dialback() {
 #[tokio::test]
 async fn federation_with_certificates_and_sasl_external() {
     messages_and_errors_across_servers(Auth::Certificates).await;
+}
+
+/// RFC 6121 §3 and §4 across servers (issue 5 item 5): the subscription
+/// handshake both ways, presence broadcast, unavailable on disconnect, and
+/// the probe of a returning user answered by the other server.
+async fn subscriptions_and_presence_across_servers(auth: Auth) {
+    let (a, b, _certs) = two_servers(auth).await;
+    let mut alice = a.online("alice", "laptop").await;
+    let mut bob = b.online("bob", "phone").await;
+
+    // §3.1: alice asks, bob approves; then the other way round. The
+    // contact's address is prepared by alice's server (`Bob@` → `bob@`).
+    alice
+        .send("<presence to='Bob@b.test' type='subscribe' id='sub1'/>")
+        .await;
+    let (req, _) = bob
+        .until(|e| e.name() == "presence" && e.attr("type") == Some("subscribe"))
+        .await;
+    assert_eq!(
+        req.to_xml_string(),
+        "<presence xmlns='jabber:client' to='bob@b.test' type='subscribe' id='sub1' from='alice@a.test'/>"
+    );
+    bob.send("<presence to='alice@a.test' type='subscribed'/>")
+        .await;
+    let (ok, _) = alice
+        .until(|e| e.name() == "presence" && e.attr("type") == Some("subscribed"))
+        .await;
+    assert_eq!(ok.attr("from"), Some("bob@b.test"), "{ok}");
+    let (p, _) = alice
+        .until(|e| e.name() == "presence" && e.attr("type").is_none())
+        .await;
+    assert_eq!(p.attr("from"), Some("bob@b.test/phone"), "{p}");
+    subscribe(&mut bob, "bob@b.test", &mut alice, "alice@a.test/laptop").await;
+
+    // Both rosters say `both`, with no pending request (§2.1.2.5).
+    assert_eq!(
+        roster_state(&mut alice, "bob@b.test").await,
+        Some(("both".into(), None))
+    );
+    assert_eq!(
+        roster_state(&mut bob, "alice@a.test").await,
+        Some(("both".into(), None))
+    );
+
+    // §4.4: a presence change reaches the contact on the other server.
+    bob.send("<presence><show>away</show><status>out</status></presence>")
+        .await;
+    let (p, _) = alice
+        .until(|e| e.name() == "presence" && e.child("show", ns::CLIENT).is_some())
+        .await;
+    assert_eq!(
+        p.to_xml_string(),
+        "<presence xmlns='jabber:client' from='bob@b.test/phone' to='alice@a.test'><show>away</show><status>out</status></presence>"
+    );
+
+    // §4.5.2: bob's connection drops; alice sees him go.
+    drop(bob);
+    let (gone, _) = alice
+        .until(|e| e.name() == "presence" && e.attr("type") == Some("unavailable"))
+        .await;
+    assert_eq!(gone.attr("from"), Some("bob@b.test/phone"), "{gone}");
+
+    // §4.3: back online, bob's server probes alice's across the
+    // federation: her presence comes back to him, and she sees him.
+    let mut bob = b.login("bob", "pw", "tablet").await;
+    // An interested resource (it fetched the roster, RFC 6121 §2.1.6), so
+    // that subscription changes reach it (§3.2.3).
+    bob.iq("<iq type='get' id='roster2'><query xmlns='jabber:iq:roster'/></iq>")
+        .await;
+    bob.send("<presence/>").await;
+    let (hers, _) = bob
+        .until(|e| e.name() == "presence" && e.attr("from") == Some("alice@a.test/laptop"))
+        .await;
+    assert_eq!(hers.attr("type"), None, "{hers}");
+    let (his, _) = alice
+        .until(|e| e.name() == "presence" && e.attr("from") == Some("bob@b.test/tablet"))
+        .await;
+    assert_eq!(his.attr("type"), None, "{his}");
+
+    // §3.2: alice cancels bob's subscription; both rosters follow.
+    alice
+        .send("<presence to='bob@b.test' type='unsubscribed'/>")
+        .await;
+    let (cancel, _) = bob
+        .until(|e| e.name() == "presence" && e.attr("type") == Some("unsubscribed"))
+        .await;
+    assert_eq!(cancel.attr("from"), Some("alice@a.test"), "{cancel}");
+    assert_eq!(
+        roster_state(&mut bob, "alice@a.test").await,
+        Some(("from".into(), None))
+    );
+    assert_eq!(
+        roster_state(&mut alice, "bob@b.test").await,
+        Some(("to".into(), None))
+    );
+}
+
+#[tokio::test]
+async fn subscriptions_and_presence_with_dialback() {
+    subscriptions_and_presence_across_servers(Auth::Dialback).await;
+}
+
+#[tokio::test]
+async fn subscriptions_and_presence_with_certificates() {
+    subscriptions_and_presence_across_servers(Auth::Certificates).await;
 }

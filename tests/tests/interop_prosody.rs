@@ -1,5 +1,7 @@
 //! Federation with Prosody (Debian's `prosody` 0.12): a Rookery user and a
-//! Prosody user exchange messages across servers, once authenticated with
+//! Prosody user subscribe to each other's presence (RFC 6121 §3, both
+//! ways), see each other come and go, and exchange messages across servers,
+//! once authenticated with
 //! Server Dialback (`s2s_secure_auth = false`, certificates nobody trusts)
 //! and once with certificates both sides trust (`s2s_secure_auth = true`,
 //! SASL EXTERNAL in both directions; Rookery refuses dialback).
@@ -22,7 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rookery_e2e::cluster::free_port;
-use rookery_e2e::{RawClient, TestServer};
+use rookery_e2e::{RawClient, TestServer, roster_state, subscribe};
 use rookery_xml::ns;
 
 const PROSODY: &str = "/usr/bin/prosody";
@@ -109,7 +111,7 @@ s2s_ports = {{ {s2s} }}
 s2s_direct_tls_ports = {{ }}
 http_ports = {{ }}
 https_ports = {{ }}
-modules_enabled = {{ "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping" }}
+modules_enabled = {{ "roster"; "presence"; "saslauth"; "tls"; "dialback"; "disco"; "ping" }}
 authentication = "internal_hashed"
 s2s_secure_auth = {secure}
 s2s_require_encryption = true
@@ -208,13 +210,67 @@ async fn run(secure: bool) {
     })
     .await;
     rookery.add_user("alice", "pw").await;
-    let mut alice = rookery.login("alice", "pw", "laptop").await;
+    let mut alice = rookery.online("alice", "laptop").await;
     let mut pat = prosody_login(c2s).await;
+    pat.iq("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>")
+        .await;
+    pat.send("<presence/>").await;
+
+    // RFC 6121 §3.1 both ways: Rookery asks Prosody, then Prosody asks
+    // Rookery; each sees the other's presence after approving.
+    let handshakes = async {
+        subscribe(
+            &mut alice,
+            "alice@rookery.localhost",
+            &mut pat,
+            "pat@prosody.localhost/desk",
+        )
+        .await;
+        subscribe(
+            &mut pat,
+            "pat@prosody.localhost",
+            &mut alice,
+            "alice@rookery.localhost/laptop",
+        )
+        .await;
+    };
+    tokio::time::timeout(Duration::from_secs(30), handshakes)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "subscriptions did not complete; prosody's log:\n{}",
+                prosody.log()
+            )
+        });
+    assert_eq!(
+        roster_state(&mut alice, "pat@prosody.localhost").await,
+        Some(("both".into(), None))
+    );
+    assert_eq!(
+        roster_state(&mut pat, "alice@rookery.localhost").await,
+        Some(("both".into(), None))
+    );
+    // §4.4: a presence change crosses both ways.
+    pat.send("<presence><show>dnd</show></presence>").await;
+    let (p, _) = alice
+        .until(|e| e.name() == "presence" && e.child("show", ns::CLIENT).is_some())
+        .await;
+    assert_eq!(p.attr("from"), Some("pat@prosody.localhost/desk"), "{p}");
+    assert_eq!(p.child("show", ns::CLIENT).unwrap().text(), "dnd");
+    alice.send("<presence><show>away</show></presence>").await;
+    let (p, _) = pat
+        .until(|e| {
+            e.name() == "presence"
+                && e.attr("from") == Some("alice@rookery.localhost/laptop")
+                && e.child("show", ns::CLIENT).is_some()
+        })
+        .await;
+    assert_eq!(p.child("show", ns::CLIENT).unwrap().text(), "away", "{p}");
 
     alice
         .send("<message to='pat@prosody.localhost/desk' type='chat' id='r1'><body>from rookery</body></message>")
         .await;
-    let m = tokio::time::timeout(Duration::from_secs(20), pat.next_stanza())
+    let m = tokio::time::timeout(Duration::from_secs(20), pat.next_message())
         .await
         .unwrap_or_else(|_| panic!("no message at prosody; its log:\n{}", prosody.log()));
     assert_eq!(m.attr("from"), Some("alice@rookery.localhost/laptop"));
@@ -222,7 +278,7 @@ async fn run(secure: bool) {
 
     pat.send("<message to='alice@rookery.localhost/laptop' type='chat' id='p1'><body>from prosody</body></message>")
         .await;
-    let m = tokio::time::timeout(Duration::from_secs(20), alice.next_stanza())
+    let m = tokio::time::timeout(Duration::from_secs(20), alice.next_message())
         .await
         .unwrap_or_else(|_| panic!("no message at rookery; prosody's log:\n{}", prosody.log()));
     assert_eq!(m.attr("from"), Some("pat@prosody.localhost/desk"));

@@ -611,7 +611,7 @@ async fn config_form_round_trip_and_disco() {
         .await;
     assert_eq!(
         xml(&r),
-        "<iq xmlns='jabber:client' type='result' id='d2' to='alice@localhost/a' from='cfg@conference.localhost'><query xmlns='http://jabber.org/protocol/disco#info'><identity category='conference' type='text' name='The Coven'/><feature var='http://jabber.org/protocol/disco#info'/><feature var='http://jabber.org/protocol/muc'/><feature var='muc_persistent'/><feature var='muc_open'/><feature var='muc_unsecured'/><feature var='muc_public'/><feature var='muc_unmoderated'/><feature var='muc_nonanonymous'/><x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/muc#roominfo</value></field><field var='muc#roominfo_description' label='Description'><value>Witches only</value></field><field var='muc#roominfo_occupants' label='Number of occupants'><value>1</value></field><field var='muc#roominfo_subject' label='Current Subject'><value/></field></x></query></iq>"
+        "<iq xmlns='jabber:client' type='result' id='d2' to='alice@localhost/a' from='cfg@conference.localhost'><query xmlns='http://jabber.org/protocol/disco#info'><identity category='conference' type='text' name='The Coven'/><feature var='http://jabber.org/protocol/disco#info'/><feature var='http://jabber.org/protocol/muc'/><feature var='http://jabber.org/protocol/muc#self-ping-optimization'/><feature var='muc_persistent'/><feature var='muc_open'/><feature var='muc_unsecured'/><feature var='muc_public'/><feature var='muc_unmoderated'/><feature var='muc_nonanonymous'/><x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/muc#roominfo</value></field><field var='muc#roominfo_description' label='Description'><value>Witches only</value></field><field var='muc#roominfo_occupants' label='Number of occupants'><value>1</value></field><field var='muc#roominfo_subject' label='Current Subject'><value/></field></x></query></iq>"
     );
     // §6.3: public rooms are listed.
     let r = alice
@@ -723,4 +723,86 @@ async fn limits_and_session_end() {
         .iq("<iq type='get' to='small@conference.localhost' id='i'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
         .await;
     assert!(xml(&r).contains("<item-not-found"), "{}", xml(&r));
+}
+
+/// XEP-0410 §3.1: a client pings its own occupant JID to learn whether it
+/// is still joined; the service answers (`muc#self-ping-optimization`,
+/// §3.2). Not joined (or left): `not-acceptable`. Another occupant's JID
+/// is not pinged through.
+#[tokio::test]
+async fn self_ping() {
+    let s = server().await;
+    let mut alice = s.login("alice", "pw", "a").await;
+    let mut bob = s.login("bob", "pw", "b").await;
+    create(&mut alice, "pingme", "Alice").await;
+    let r = alice
+        .iq("<iq type='get' to='pingme@conference.localhost/Alice' id='sp1'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    assert_eq!(
+        xml(&r),
+        "<iq xmlns='jabber:client' type='result' id='sp1' to='alice@localhost/a' from='pingme@conference.localhost/Alice'/>"
+    );
+    // Bob is not in the room.
+    let r = bob
+        .iq("<iq type='get' to='pingme@conference.localhost/Bob' id='sp2'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    assert_eq!(r.attr("type"), Some("error"), "{}", xml(&r));
+    let e = r.child("error", "jabber:client").unwrap();
+    assert_eq!(e.attr("type"), Some("cancel"));
+    assert!(
+        e.child("not-acceptable", "urn:ietf:params:xml:ns:xmpp-stanzas")
+            .is_some(),
+        "{}",
+        xml(&r)
+    );
+    // Joined as Bob, a ping to Alice's occupant JID is not answered for her.
+    join(&mut bob, "pingme@conference.localhost/Bob", "").await;
+    let r = bob
+        .iq("<iq type='get' to='pingme@conference.localhost/Alice' id='sp3'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    assert_eq!(r.attr("type"), Some("error"), "{}", xml(&r));
+    // After leaving, Alice's own ping says she is out.
+    alice
+        .send("<presence to='pingme@conference.localhost/Alice' type='unavailable'/>")
+        .await;
+    alice
+        .until(|e| e.name() == "presence" && e.attr("type") == Some("unavailable"))
+        .await;
+    let r = alice
+        .iq("<iq type='get' to='pingme@conference.localhost/Alice' id='sp4'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    assert!(
+        r.child("error", "jabber:client")
+            .and_then(|e| e.child("not-acceptable", "urn:ietf:params:xml:ns:xmpp-stanzas"))
+            .is_some(),
+        "{}",
+        xml(&r)
+    );
+}
+
+/// XEP-0249: a direct invitation goes from the inviter to the invitee like
+/// any message (the room is not involved), kept offline when the invitee
+/// is away, and delivered intact.
+#[tokio::test]
+async fn direct_invitation() {
+    let s = server().await;
+    let mut alice = s.login("alice", "pw", "a").await;
+    create(&mut alice, "direct", "Alice").await;
+    let invite = "<message to='bob@localhost' id='di1'><x xmlns='jabber:x:conference' jid='direct@conference.localhost' reason='Join us'/></message>";
+    alice.send(invite).await;
+    // Bob was offline: he gets it when he comes online.
+    let mut bob = s.login("bob", "pw", "b").await;
+    bob.send("<presence/>").await;
+    let m = bob.next_message().await;
+    assert_eq!(m.attr("from"), Some("alice@localhost/a"));
+    let x = m.child("x", "jabber:x:conference").expect("the invitation");
+    assert_eq!(x.attr("jid"), Some("direct@conference.localhost"));
+    assert_eq!(x.attr("reason"), Some("Join us"));
+    // And online: at once.
+    alice
+        .send("<message to='bob@localhost/b' id='di2'><x xmlns='jabber:x:conference' jid='direct@conference.localhost'/></message>")
+        .await;
+    let m = bob.next_message().await;
+    assert_eq!(m.attr("id"), Some("di2"));
+    assert!(m.child("x", "jabber:x:conference").is_some());
 }

@@ -304,22 +304,19 @@ async fn bosh_errors_end_only_their_session() {
     assert_eq!(condition(&r), Some("item-not-found"));
 
     // Too many simultaneous requests (§11): one held, one waiting for the
-    // rid before it, and a third. The order of arrival is what matters and
-    // nothing shows it from outside: the delays leave a wide margin (204 is
-    // held for the session's `wait` of 2 s).
+    // rid before it, and a third. Each is sent once the server counts the
+    // one before it (`rookery_bosh_requests_held`), so they arrive in order.
     let sid = bosh_login(server.web_tls_addr(), "alice", "two", 200).await;
     let held = tokio::spawn({
         let (server, sid) = (server.clone(), sid.clone());
         async move { bosh(server.web_tls_addr(), &req(&sid, 204, "", "")).await }
     });
+    wait_held(&server, 1).await;
     let waiting = tokio::spawn({
         let (server, sid) = (server.clone(), sid.clone());
-        async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            bosh(server.web_tls_addr(), &req(&sid, 206, "", "")).await
-        }
+        async move { bosh(server.web_tls_addr(), &req(&sid, 206, "", "")).await }
     });
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    wait_held(&server, 2).await;
     let r = bosh(server.web_tls_addr(), &req(&sid, 205, "", "")).await;
     assert_eq!(condition(&r), Some("policy-violation"));
     // The other requests end with the session.
@@ -345,6 +342,44 @@ async fn bosh_errors_end_only_their_session() {
 
     // The TCP client never noticed.
     still_works(&mut bob).await;
+}
+
+/// Waits until the server holds `n` BOSH requests.
+async fn wait_held(server: &TestServer, n: u32) {
+    let want = format!("rookery_bosh_requests_held {n}");
+    let start = std::time::Instant::now();
+    while !server.http_get("/metrics").await.lines().any(|l| l == want) {
+        assert!(start.elapsed() < WAIT, "never {want}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A held request whose client goes away (the HTTP connection closes) no
+/// longer counts against the session's `requests` limit (XEP-0124 §11):
+/// the next two requests are both taken.
+#[tokio::test]
+async fn a_bosh_request_dropped_by_its_client_is_not_counted() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "pw").await;
+    let addr = server.web_tls_addr();
+    let sid = bosh_login(addr, "alice", "gone", 10).await;
+    let dropped = tokio::spawn({
+        let sid = sid.clone();
+        async move { bosh(addr, &req(&sid, 14, "", "")).await }
+    });
+    wait_held(&server, 1).await;
+    dropped.abort();
+    wait_held(&server, 0).await;
+    let first = tokio::spawn({
+        let sid = sid.clone();
+        async move { bosh(addr, &req(&sid, 15, "", "")).await }
+    });
+    wait_held(&server, 1).await;
+    // 16 supersedes the held 15 (hold='1'), and is itself held for `wait`.
+    let second = bosh(addr, &req(&sid, 16, "", "")).await;
+    assert_eq!(second.attr("type"), None, "{second:?}");
+    let first = first.await.unwrap();
+    assert_eq!(first.attr("type"), None, "{first:?}");
 }
 
 #[tokio::test]

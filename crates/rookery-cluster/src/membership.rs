@@ -26,6 +26,20 @@ pub enum Role {
     S2s,
 }
 
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 3] = [Role::Cm, Role::Session, Role::S2s];
+
+    /// The role's name on the command line, in logs and in metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Cm => "cm",
+            Role::Session => "session",
+            Role::S2s => "s2s",
+        }
+    }
+}
+
 /// One incarnation of a cluster node, as stored in Redis (`{P}:member:<node>`, JSON).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {

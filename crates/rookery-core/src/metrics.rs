@@ -46,6 +46,13 @@ pub struct DirectionLabel {
     pub direction: &'static str,
 }
 
+/// Label: a role of a cluster member.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleLabel {
+    /// `cm`, `session` or `s2s`.
+    pub role: &'static str,
+}
+
 /// Label: a gRPC call between roles.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RpcLabel {
@@ -102,6 +109,11 @@ pub struct Metrics {
     pub s2s_bounced: Family<ConditionLabel, Counter>,
     /// Outbound streams that could not be established.
     pub s2s_failures: Counter,
+    /// Live cluster members in this node's view, by role (cluster mode).
+    pub cluster_members: Family<RoleLabel, Gauge>,
+    /// BOSH requests received and not answered yet (held for `wait`, or
+    /// waiting for the requests before them).
+    pub bosh_requests_held: Gauge,
 }
 
 impl Metrics {
@@ -126,6 +138,8 @@ impl Metrics {
             s2s_stanzas: Family::default(),
             s2s_bounced: Family::default(),
             s2s_failures: Counter::default(),
+            cluster_members: Family::default(),
+            bosh_requests_held: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -208,6 +222,16 @@ impl Metrics {
             "s2s_failures",
             "Outbound server-to-server streams that failed to establish",
             m.s2s_failures.clone(),
+        );
+        registry.register(
+            "cluster_members",
+            "Live cluster members this node sees, by role",
+            m.cluster_members.clone(),
+        );
+        registry.register(
+            "bosh_requests_held",
+            "BOSH requests received and not answered yet",
+            m.bosh_requests_held.clone(),
         );
         Arc::new(Metrics { registry, ..m })
     }

@@ -35,6 +35,8 @@ pub const NS_ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
 pub const NS_ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
 /// XEP-0203 delayed delivery, on history messages.
 pub const NS_DELAY: &str = "urn:xmpp:delay";
+/// XEP-0410 §3.2: the service answers self-pings itself.
+pub const NS_SELF_PING_OPTIMIZATION: &str = "http://jabber.org/protocol/muc#self-ping-optimization";
 
 /// The XEP this crate implements, with the version it follows.
 pub const SPEC: (u16, &str) = (45, "1.35.5");

@@ -11,7 +11,10 @@ use tracing::{debug, info, warn};
 
 use crate::room::{Affiliation, HistoryRequest, Occupant, Role, Room, RoomConfig, Whois};
 use crate::store::{RoomStore, StoredRoom};
-use crate::{MucConfig, NS_DELAY, NS_MUC, NS_MUC_ADMIN, NS_MUC_OWNER, NS_MUC_USER, NS_ROOMINFO};
+use crate::{
+    MucConfig, NS_DELAY, NS_MUC, NS_MUC_ADMIN, NS_MUC_OWNER, NS_MUC_USER, NS_ROOMINFO,
+    NS_SELF_PING_OPTIMIZATION,
+};
 
 fn registration_required() -> StanzaError {
     StanzaError {
@@ -597,9 +600,8 @@ impl Service {
         if !st.is_iq_request() {
             return;
         }
-        if nick.is_some() {
-            // IQs to occupants are not forwarded.
-            return err(&mut self.out, st, StanzaError::service_unavailable());
+        if let Some(nick) = nick {
+            return self.occupant_iq(from, jid, &nick, st);
         }
         let Some(q) = st.element().first_child() else {
             return;
@@ -636,6 +638,34 @@ impl Service {
         }
     }
 
+    /// An iq to an occupant JID. XEP-0410 §3.1: a client pinging its own
+    /// occupant JID learns whether it is still joined, answered here
+    /// (`muc#self-ping-optimization`) instead of by the client itself; a
+    /// sender that is not an occupant gets `not-acceptable`. Other iqs to
+    /// occupants are not forwarded (`service-unavailable`).
+    fn occupant_iq(&mut self, from: &Jid, jid: &Jid, nick: &str, st: &Stanza) {
+        let me = self
+            .rooms
+            .get(jid)
+            .and_then(|r| r.by_real(from))
+            .map(|o| o.nick.clone());
+        let Some(me) = me else {
+            // XEP-0410 Example 2.
+            let not_joined = StanzaError {
+                error_type: ErrorType::Cancel,
+                ..StanzaError::not_acceptable()
+            };
+            return err(&mut self.out, st, not_joined);
+        };
+        let ping =
+            st.stanza_type() == Some("get") && st.element().child("ping", ns::PING).is_some();
+        if ping && me == nick {
+            self.out.push(st.iq_result(None));
+            return;
+        }
+        err(&mut self.out, st, StanzaError::service_unavailable());
+    }
+
     /// §6.4: the room's disco#info with the muc#roominfo form.
     fn room_info(&mut self, jid: &Jid, st: &Stanza) {
         let Some(room) = self.rooms.get(jid) else {
@@ -654,6 +684,8 @@ impl Service {
         );
         q.push_child(feature(ns::DISCO_INFO));
         q.push_child(feature(NS_MUC));
+        // XEP-0410 §3.2: self-pings are answered by the service.
+        q.push_child(feature(NS_SELF_PING_OPTIMIZATION));
         for f in room.config.features() {
             q.push_child(feature(f));
         }

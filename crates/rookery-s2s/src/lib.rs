@@ -64,6 +64,11 @@ pub struct S2sConfig {
     /// Accept only peers with a certificate valid for their domain: no
     /// Server Dialback fallback, in either direction.
     pub require_valid_certificates: bool,
+    /// A file whose bytes key the dialback keys (XEP-0185) instead of the
+    /// installation secret in the data directory. Every s2s node of a
+    /// cluster needs the same one: a remote server verifies a key with
+    /// whichever node its verification connection reaches.
+    pub dialback_secret_file: Option<PathBuf>,
     /// Seconds to open a TCP connection to one address of a peer.
     pub connect_timeout_secs: u64,
     /// Seconds from the first connection attempt to an authenticated
@@ -102,6 +107,7 @@ impl Default for S2sConfig {
             direct_tls_listen: Vec::new(),
             require_tls: true,
             require_valid_certificates: false,
+            dialback_secret_file: None,
             connect_timeout_secs: 10,
             negotiation_timeout_secs: 30,
             idle_timeout_secs: 600,

@@ -20,7 +20,8 @@ use tracing::info;
 
 use crate::config::{Config, DrainConfig};
 use crate::server::{
-    StoreHandle, listen, serve_c2s, serve_http, serve_web, server_secret, tls_config,
+    StoreHandle, listen, serve_c2s, serve_http, serve_s2s, serve_web, server_secret, tls_config,
+    tls_identity,
 };
 use crate::telemetry::Telemetry;
 
@@ -41,6 +42,10 @@ pub struct ClusterNode {
     pub web_addrs: Vec<SocketAddr>,
     /// Bound HTTPS web transport addresses (cm role).
     pub web_tls_addrs: Vec<SocketAddr>,
+    /// Bound STARTTLS server-to-server addresses (s2s role).
+    pub s2s_addrs: Vec<SocketAddr>,
+    /// Bound direct TLS server-to-server addresses (s2s role).
+    pub s2s_direct_tls_addrs: Vec<SocketAddr>,
     /// The sessions this node owns (session role).
     pub sessions: Option<Arc<LocalSessions>>,
     /// Metrics.
@@ -154,6 +159,36 @@ async fn join(
     }
 }
 
+/// Keeps `rookery_cluster_members{role}` equal to the live members of each
+/// role in this node's view.
+async fn count_members(
+    mut views: watch::Receiver<Arc<rookery_cluster::View>>,
+    metrics: Arc<Metrics>,
+) {
+    loop {
+        let counts = {
+            let view = views.borrow_and_update();
+            Role::ALL.map(|role| {
+                let n = view
+                    .members
+                    .iter()
+                    .filter(|m| m.roles.contains(&role))
+                    .count();
+                (role, n)
+            })
+        };
+        for (role, n) in counts {
+            metrics
+                .cluster_members
+                .get_or_create(&rookery_core::metrics::RoleLabel { role: role.name() })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        if views.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Starts `roles` of this process as a cluster member.
 pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode> {
     anyhow::ensure!(!roles.is_empty(), "no role to run");
@@ -179,14 +214,7 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
         c.grpc_advertise.clone()
     };
     let node = node_name(&config);
-    let role_names: Vec<&str> = roles
-        .iter()
-        .map(|r| match r {
-            Role::Cm => "cm",
-            Role::Session => "session",
-            Role::S2s => "s2s",
-        })
-        .collect();
+    let role_names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
     let telemetry = Telemetry::start(&config.telemetry, &node, &role_names.join(","))?;
     let (membership, discovery) = join(c, &node, roles, &advertise).await?;
     #[cfg(not(feature = "kubernetes"))]
@@ -196,6 +224,7 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    tasks.spawn(count_members(membership.watch(), metrics.clone()));
     let mut out = ClusterNode {
         member,
         grpc_addr,
@@ -204,6 +233,8 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
         http_addrs: Vec::new(),
         web_addrs: Vec::new(),
         web_tls_addrs: Vec::new(),
+        s2s_addrs: Vec::new(),
+        s2s_direct_tls_addrs: Vec::new(),
         sessions: None,
         metrics: metrics.clone(),
         membership: membership.clone(),
@@ -249,12 +280,47 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
     } else {
         (None, None)
     };
+    // The s2s role: streams with remote servers; what they send goes to the
+    // recipient's owner (`Session.Forward`), what session nodes send comes
+    // in through `Federation.Send`.
+    let federation_service = if roles.contains(&Role::S2s) && config.s2s.enabled {
+        if config.s2s.dialback_secret_file.is_none() {
+            tracing::warn!(
+                "[s2s] dialback_secret_file is not set: this node keys dialback with its own \
+                 data_dir secret, which fails whenever more than one s2s node runs"
+            );
+        }
+        let inbound =
+            rookery_rpc::RemoteInbound::new(membership.clone(), rpc, metrics.clone(), &domain);
+        let (_, identity) = tls_identity(&config)?;
+        let role = serve_s2s(
+            &config,
+            &server_secret(&data_dir)?,
+            identity,
+            inbound.clone(),
+            &metrics,
+            &shutdown_rx,
+            &mut tasks,
+        )
+        .await?
+        .context("the s2s role")?;
+        inbound.set_answer(role.s2s.clone());
+        out.s2s_addrs = role.starttls;
+        out.s2s_direct_tls_addrs = role.direct_tls;
+        Some(rookery_rpc::FederationService::server(
+            membership.clone(),
+            role.s2s,
+        ))
+    } else {
+        None
+    };
     let mut grpc_shutdown = shutdown_rx.clone();
     let incoming =
         tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let server = tonic::transport::Server::builder()
         .add_optional_service(session_service)
-        .add_optional_service(cm_service);
+        .add_optional_service(cm_service)
+        .add_optional_service(federation_service);
     tasks.spawn(async move {
         let stop = async move {
             let _ = grpc_shutdown.wait_for(|s| *s).await;

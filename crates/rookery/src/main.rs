@@ -27,7 +27,7 @@ enum Command {
     /// other service (single node); with it, the given roles as a member of
     /// a cluster (`[cluster]` in the configuration: Redis, gRPC).
     Serve {
-        /// `cm`, `session` or `all`; repeat or separate with commas.
+        /// `cm`, `session`, `s2s` or `all`; repeat or separate with commas.
         #[arg(long, value_delimiter = ',')]
         role: Vec<RoleArg>,
     },
@@ -48,7 +48,10 @@ enum RoleArg {
     Cm,
     /// Session node: owner of a share of the users.
     Session,
-    /// Both.
+    /// Federation: streams with other servers (port 5269), for the whole
+    /// cluster.
+    S2s,
+    /// All three.
     All,
 }
 
@@ -133,7 +136,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 let add: &[Role] = match r {
                     RoleArg::Cm => &[Role::Cm],
                     RoleArg::Session => &[Role::Session],
-                    RoleArg::All => &[Role::Cm, Role::Session],
+                    RoleArg::S2s => &[Role::S2s],
+                    RoleArg::All => &[Role::Cm, Role::Session, Role::S2s],
                 };
                 for a in add {
                     if !roles.contains(a) {

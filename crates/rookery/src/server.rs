@@ -249,31 +249,57 @@ pub(crate) fn tls_identity(
     Ok((tls, cert))
 }
 
-/// Builds the s2s role, hands it to the session service, binds its
-/// listeners and serves them on `tasks`; returns their addresses.
+/// The s2s role of a process: the streams, and the addresses it listens on.
+pub(crate) struct S2sRole {
+    pub s2s: Arc<S2s>,
+    pub starttls: Vec<SocketAddr>,
+    pub direct_tls: Vec<SocketAddr>,
+}
+
+/// The bytes that key the dialback keys: `[s2s] dialback_secret_file` (one
+/// for all s2s nodes of a cluster) or the installation secret.
+fn dialback_secret(config: &Config, installation: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let Some(path) = &config.s2s.dialback_secret_file else {
+        return Ok(installation.to_vec());
+    };
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("[s2s] dialback_secret_file {}", path.display()))?;
+    let secret = bytes.trim_ascii();
+    anyhow::ensure!(
+        secret.len() >= 16,
+        "[s2s] dialback_secret_file {}: at least 16 bytes are needed, it has {}",
+        path.display(),
+        secret.len()
+    );
+    Ok(secret.to_vec())
+}
+
+/// Builds the s2s role when `[s2s] enabled`, binds its listeners and serves
+/// them on `tasks`. What remote servers send goes to `router` (the session
+/// service, or in a cluster the owners over gRPC); the caller hands the
+/// returned role to whatever sends stanzas to other domains.
 pub(crate) async fn serve_s2s(
     config: &Config,
-    secret: &[u8],
+    installation_secret: &[u8],
     identity: Arc<ReloadingCert>,
-    sessions: &Arc<LocalSessions>,
+    router: Arc<dyn rookery_core::InboundRouter>,
     metrics: &Arc<Metrics>,
     shutdown: &watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
-) -> anyhow::Result<(Vec<SocketAddr>, Vec<SocketAddr>)> {
+) -> anyhow::Result<Option<S2sRole>> {
     if !config.s2s.enabled {
-        return Ok((Vec::new(), Vec::new()));
+        return Ok(None);
     }
     let s2s = S2s::new(
         vec![config.server.domain.clone()],
         config.s2s.clone(),
         identity,
-        secret,
-        sessions.clone(),
+        &dialback_secret(config, installation_secret)?,
+        router,
         metrics.clone(),
         shutdown.clone(),
     )
     .context("s2s")?;
-    sessions.set_remote(s2s.clone());
     let mut starttls = Vec::new();
     for l in bind_all(&config.s2s.listen, "s2s").await? {
         let addr = l.local_addr()?;
@@ -281,14 +307,18 @@ pub(crate) async fn serve_s2s(
         starttls.push(addr);
         tasks.spawn(s2s.clone().serve(l, false));
     }
-    let mut direct = Vec::new();
+    let mut direct_tls = Vec::new();
     for l in bind_all(&config.s2s.direct_tls_listen, "s2s direct TLS").await? {
         let addr = l.local_addr()?;
         info!(role = "s2s", %addr, transport = "directtls", "listening");
-        direct.push(addr);
+        direct_tls.push(addr);
         tasks.spawn(s2s.clone().serve(l, true));
     }
-    Ok((starttls, direct))
+    Ok(Some(S2sRole {
+        s2s,
+        starttls,
+        direct_tls,
+    }))
 }
 
 /// Binds the client listeners (STARTTLS, direct TLS) and serves them on
@@ -457,19 +487,55 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     (running.c2s_addrs, running.direct_tls_addrs) = serve_c2s(&c2s, &config, &mut tasks).await?;
     (running.web_addrs, running.web_tls_addrs) = serve_web(&c2s, &config, &mut tasks).await?;
-    (running.s2s_addrs, running.s2s_direct_tls_addrs) = serve_s2s(
+    if let Some(role) = serve_s2s(
         &config,
         &secret,
         identity,
-        &sessions,
+        sessions.clone(),
         &metrics,
         &shutdown_rx,
         &mut tasks,
     )
-    .await?;
+    .await?
+    {
+        sessions.set_remote(role.s2s);
+        (running.s2s_addrs, running.s2s_direct_tls_addrs) = (role.starttls, role.direct_tls);
+    }
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
     running.http_addrs = serve_http(&config, &metrics, &ready, &shutdown_rx, &mut tasks).await?;
     info!(domain = %domain, data_dir = %data_dir.display(), store = ?config.store.backend, "rookery started");
     running.tasks = tasks;
     Ok(running)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn dialback_secret_comes_from_the_file_or_the_installation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        assert_eq!(
+            dialback_secret(&config, b"installation").unwrap(),
+            b"installation"
+        );
+
+        let file = dir.path().join("dialback");
+        std::fs::write(&file, "  0123456789abcdef-shared\n").unwrap();
+        config.s2s.dialback_secret_file = Some(file.clone());
+        assert_eq!(
+            dialback_secret(&config, b"installation").unwrap(),
+            b"0123456789abcdef-shared"
+        );
+
+        std::fs::write(&file, "short\n").unwrap();
+        let e = dialback_secret(&config, b"installation").unwrap_err();
+        assert!(e.to_string().contains("at least 16 bytes"), "{e}");
+
+        config.s2s.dialback_secret_file = Some(dir.path().join("missing"));
+        let e = dialback_secret(&config, b"installation").unwrap_err();
+        assert!(e.to_string().contains("dialback_secret_file"), "{e}");
+    }
 }

@@ -271,7 +271,7 @@ fn cluster_roles_without_redis_fail_fast() {
         "\n[cluster]\nnode = 'n1'\ngrpc_listen = '127.0.0.1:0'\n[cluster.redis]\nurls = ['redis://127.0.0.1:1']\ntimeout_ms = 500\n",
     );
     std::fs::write(&config, text).unwrap();
-    for role in ["cm", "session", "all", "cm,session"] {
+    for role in ["cm", "session", "s2s", "all", "cm,session"] {
         let out = rookery_within(&config, &["serve", "--role", role], Duration::from_secs(15));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{role}: {stderr}");

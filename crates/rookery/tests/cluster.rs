@@ -1001,3 +1001,149 @@ async fn ready_status(http: u16) -> String {
         .await
         .unwrap_or_default()
 }
+
+/// Waits until `metric` reads `want` on the node serving HTTP on `http`.
+async fn wait_metric(http: u16, metric: &str, want: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = rookery_e2e::cluster::metric(http, metric).await;
+        if v == Some(want) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{metric} is {v:?}, not {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Federation from a cluster (RFC 6120 §4–§6 with `--role s2s`): two s2s
+/// nodes, two session nodes and a cm federate with a single-node Rookery
+/// on another domain. The remote server reaches the cluster through the s2s
+/// node that does NOT keep the cluster's stream to it, so the dialback key
+/// one s2s node sends is verified by the other (the shared
+/// `dialback_secret_file`), and what the remote server sends comes in on one
+/// node while the cluster's stanzas leave from the other. Subscriptions,
+/// presence, messages and iq errors cross both ways.
+#[tokio::test]
+async fn federation_through_s2s_nodes() {
+    use rookery_e2e::cluster::{free_port, s2s_node_for};
+    let remote_port = free_port();
+    let tail = format!("[s2s.peers.\"b.test\"]\naddress = \"127.0.0.1:{remote_port}\"\n");
+    let mut c = Cluster::start_with(bin(), 2, 1, "", "", &tail, &[]);
+    c.add_node("s2s1", "s2s");
+    c.add_node("s2s2", "s2s");
+    c.wait_settled().await;
+    for session in ["session1", "session2"] {
+        let http = c.node(session).http;
+        wait_metric(http, "rookery_cluster_members{role=\"s2s\"}", 2.0).await;
+    }
+    let outbound = s2s_node_for("b.test", &["s2s1", "s2s2"]);
+    let entry = if outbound == "s2s1" { "s2s2" } else { "s2s1" };
+    let entry_port = c.node(entry).s2s.unwrap();
+
+    let remote = rookery_e2e::TestServer::start_with(move |cfg| {
+        cfg.server.domain = "b.test".into();
+        cfg.s2s.enabled = true;
+        cfg.s2s.listen = vec![format!("127.0.0.1:{remote_port}").parse().unwrap()];
+        cfg.s2s.peers.insert(
+            "localhost".into(),
+            rookery_s2s::PeerConfig {
+                address: format!("127.0.0.1:{entry_port}"),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    remote.add_user("bob", "pw").await;
+    let alice = user_on("alice", "session2");
+    c.add_user(&alice, "pw").await;
+    let alice_bare = format!("{alice}@localhost");
+    let alice_full = format!("{alice_bare}/laptop");
+
+    let mut a = login(&c, "cm1", &alice, "laptop").await;
+    a.iq("<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>")
+        .await;
+    a.send("<presence/>").await;
+    a.next_presence().await;
+    let mut bob = remote.online("bob", "phone").await;
+
+    // RFC 6121 §3.1 both ways, with presence.
+    rookery_e2e::subscribe(&mut a, &alice_bare, &mut bob, "bob@b.test/phone").await;
+    rookery_e2e::subscribe(&mut bob, "bob@b.test", &mut a, &alice_full).await;
+    assert_eq!(
+        rookery_e2e::roster_state(&mut a, "bob@b.test").await,
+        Some(("both".into(), None))
+    );
+    assert_eq!(
+        rookery_e2e::roster_state(&mut bob, &alice_bare).await,
+        Some(("both".into(), None))
+    );
+
+    // Messages both ways.
+    a.send("<message to='bob@b.test/phone' type='chat' id='m1'><body>from the cluster</body></message>")
+        .await;
+    let m = bob.next_message().await;
+    assert_eq!(m.attr("from"), Some(alice_full.as_str()), "{m}");
+    bob.send(&format!(
+        "<message to='{alice_full}' type='chat' id='m2'><body>to the cluster</body></message>"
+    ))
+    .await;
+    let m = a.next_message().await;
+    assert_eq!(m.attr("from"), Some("bob@b.test/phone"), "{m}");
+    assert_eq!(
+        m.child("body", rookery_xml::ns::CLIENT).unwrap().text(),
+        "to the cluster"
+    );
+
+    // An iq to a missing account of the remote server: its error comes back
+    // through the s2s nodes (RFC 6121 §8.5.1); and one from the remote server
+    // to a missing account of the cluster gets the cluster's answer.
+    let r = a
+        .iq("<iq to='nobody@b.test/x' type='get' id='v1'><query xmlns='jabber:iq:version'/></iq>")
+        .await;
+    assert_eq!(r.attr("type"), Some("error"), "{r}");
+    assert!(
+        r.child("error", rookery_xml::ns::CLIENT)
+            .and_then(|e| e.child("service-unavailable", rookery_xml::ns::STANZAS))
+            .is_some(),
+        "{r}"
+    );
+    let r = bob
+        .iq("<iq to='nobody@localhost/x' type='get' id='v2'><query xmlns='jabber:iq:version'/></iq>")
+        .await;
+    assert_eq!(r.attr("type"), Some("error"), "{r}");
+    assert_eq!(r.attr("from"), Some("nobody@localhost/x"), "{r}");
+
+    // The cluster's stream to b.test left from the node rendezvous hashing
+    // chose; b.test's stream came in on the other.
+    let out = rookery_e2e::cluster::metric(
+        c.node(&outbound).http,
+        "rookery_s2s_streams{direction=\"out\"}",
+    )
+    .await;
+    assert_eq!(out, Some(1.0), "{outbound}\n{}", c.logs());
+    let inbound =
+        rookery_e2e::cluster::metric(c.node(entry).http, "rookery_s2s_streams{direction=\"in\"}")
+            .await;
+    assert!(inbound >= Some(1.0), "{entry}: {inbound:?}\n{}", c.logs());
+
+    // A stopped s2s node: the other takes over the remote domain.
+    let status = c.terminate(&outbound, Duration::from_secs(20)).await;
+    assert!(status.success(), "{outbound} exited with {status}");
+    for session in ["session1", "session2"] {
+        let http = c.node(session).http;
+        wait_metric(http, "rookery_cluster_members{role=\"s2s\"}", 1.0).await;
+    }
+    a.send(
+        "<message to='bob@b.test/phone' type='chat' id='m3'><body>after the stop</body></message>",
+    )
+    .await;
+    let m = bob.next_message().await;
+    assert_eq!(
+        m.child("body", rookery_xml::ns::CLIENT).unwrap().text(),
+        "after the stop",
+        "{m}"
+    );
+}

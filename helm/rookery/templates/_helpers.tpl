@@ -61,6 +61,15 @@ app.kubernetes.io/part-of: rookery
 {{- end -}}
 {{- end -}}
 
+{{- define "rookery.dialbackSecretName" -}}
+{{- default (printf "%s-dialback" (include "rookery.fullname" .)) .Values.s2s.dialbackSecret.existingSecret -}}
+{{- end -}}
+
+{{/* The cluster roles the chart runs: cm, session, and s2s when federation is on. */}}
+{{- define "rookery.clusterRoles" -}}
+{{- if .Values.s2s.enabled -}}["cm","session","s2s"]{{- else -}}["cm","session"]{{- end -}}
+{{- end -}}
+
 {{- define "rookery.redisUrls" -}}
 {{- if .Values.redis.enabled -}}
 {{- list (printf "redis://%s-redis:6379" (include "rookery.fullname" .)) | toJson -}}
@@ -78,7 +87,7 @@ the chart decides laid over it. Call with (dict "ctx" $ "role" "cm").
 {{- $v := $ctx.Values -}}
 {{- $cfg := deepCopy $v.config -}}
 {{- $chart := dict "server" (dict "data_dir" "/var/lib/rookery") "http" (dict "listen" (list (printf "0.0.0.0:%d" (int $v.ports.http)))) -}}
-{{- if eq .role "session" -}}
+{{- if or (eq .role "session") (eq .role "s2s") -}}
 {{- $_ := set $chart "c2s" (dict "listen" (list) "direct_tls_listen" (list)) -}}
 {{- $_ := set $chart "web" (dict "tls_listen" (list)) -}}
 {{- else -}}
@@ -94,6 +103,15 @@ the chart decides laid over it. Call with (dict "ctx" $ "role" "cm").
 {{- if include "rookery.tlsSecretName" $ctx -}}
 {{- $_ := set $chart "tls" (dict "cert" "/etc/rookery/tls/tls.crt" "key" "/etc/rookery/tls/tls.key") -}}
 {{- end -}}
+{{- /* Federation: listened to by the s2s nodes (or the single node) only. */ -}}
+{{- $s2s := dict "enabled" $v.s2s.enabled -}}
+{{- if and $v.s2s.enabled (or (eq .role "s2s") (eq .role "single")) -}}
+{{- $_ := set $s2s "listen" (list (printf "0.0.0.0:%d" (int $v.ports.s2s))) -}}
+{{- end -}}
+{{- if eq .role "s2s" -}}
+{{- $_ := set $s2s "dialback_secret_file" (printf "/etc/rookery/dialback/%s" $v.s2s.dialbackSecret.existingSecretKey) -}}
+{{- end -}}
+{{- $_ := set $chart "s2s" $s2s -}}
 {{- if eq $v.mode "cluster" -}}
 {{- $k8s := dict "namespace" $ctx.Release.Namespace "session_service" (printf "%s-session" (include "rookery.fullname" $ctx)) "cm_service" (printf "%s-cm" (include "rookery.fullname" $ctx)) -}}
 {{- $_ := set $chart "cluster" (dict "grpc_listen" (printf "0.0.0.0:%d" (int $v.ports.grpc)) "redis" (dict "urls" (include "rookery.redisUrls" $ctx | fromJsonArray)) "kubernetes" $k8s) -}}
@@ -325,7 +343,7 @@ volumeMounts:
 
 {{/*
 The pod template of a rookery role: (dict "ctx" $ "role" "cm" "spec" .Values.cm).
-role is cm, session or single.
+role is cm, session, s2s or single.
 */}}
 {{- define "rookery.podTemplate" -}}
 {{- $ctx := .ctx -}}
@@ -389,7 +407,7 @@ spec:
         - {{ .role }}
         {{- end }}
       ports:
-        {{- if ne .role "session" }}
+        {{- if or (eq .role "cm") (eq .role "single") }}
         - name: c2s
           containerPort: {{ $v.ports.c2s }}
           protocol: TCP
@@ -398,6 +416,11 @@ spec:
           protocol: TCP
         - name: web
           containerPort: {{ $v.ports.web }}
+          protocol: TCP
+        {{- end }}
+        {{- if and $v.s2s.enabled (or (eq .role "s2s") (eq .role "single")) }}
+        - name: s2s
+          containerPort: {{ $v.ports.s2s }}
           protocol: TCP
         {{- end }}
         - name: http
@@ -415,8 +438,19 @@ spec:
       securityContext:
         {{- toYaml $v.containerSecurityContext | nindent 8 }}
       {{- include "rookery.volumeMounts" $ctx | nindent 6 }}
+        {{- if eq .role "s2s" }}
+        - name: dialback
+          mountPath: /etc/rookery/dialback
+          readOnly: true
+        {{- end }}
   volumes:
     {{- include "rookery.volumes" $ctx | nindent 4 }}
+    {{- if eq .role "s2s" }}
+    - name: dialback
+      secret:
+        secretName: {{ include "rookery.dialbackSecretName" $ctx }}
+        defaultMode: 0400
+    {{- end }}
     {{- if ne .role "single" }}
     - name: data
       emptyDir: {}

@@ -12,6 +12,7 @@ the properties a deployment depends on are asserted.
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import os
@@ -51,6 +52,12 @@ METRICS = {
     "rookery_shard_handovers_total": "counter",
     "rookery_redis_errors_total": "counter",
     "rookery_rpc_retries_total": "counter",
+    "rookery_s2s_streams": "gauge",
+    "rookery_s2s_stanzas_total": "counter",
+    "rookery_s2s_bounced_total": "counter",
+    "rookery_s2s_failures_total": "counter",
+    "rookery_cluster_members": "gauge",
+    "rookery_bosh_requests_held": "gauge",
 }
 
 # Config sections the chart renders that another change is adding to the
@@ -145,6 +152,14 @@ def role_config(docs, workload) -> dict:
 
 def cluster_mode(case) -> bool:
     return merged(case)["mode"] == "cluster"
+
+
+def federation(case) -> bool:
+    return merged(case)["s2s"]["enabled"]
+
+
+def cluster_roles(case) -> list[str]:
+    return ["cm", "session", "s2s"] if federation(case) else ["cm", "session"]
 
 
 def strip_internal(doc):
@@ -254,7 +269,13 @@ def test_workloads_per_mode(case):
     docs = rendered(case)
     names = {(d["kind"], d["metadata"]["name"]) for d in rookery_workloads(docs)}
     if cluster_mode(case):
-        assert names == {("Deployment", "rookery-cm"), ("StatefulSet", "rookery-session")}
+        want = {("Deployment", "rookery-cm"), ("StatefulSet", "rookery-session")}
+        if federation(case):
+            want.add(("Deployment", "rookery-s2s"))
+            s2s = one(docs, "Deployment", "rookery-s2s")
+            assert s2s["spec"]["replicas"] == merged(case)["s2s"]["replicas"]
+            assert container(s2s)["args"][-2:] == ["--role", "s2s"]
+        assert names == want
         sts = one(docs, "StatefulSet", "rookery-session")
         assert sts["spec"]["serviceName"] == "rookery-session"
         assert sts["spec"]["replicas"] == merged(case)["session"]["replicas"]
@@ -295,7 +316,7 @@ def test_container_ports_match_config(case):
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         cfg = role_config(docs, w)
         role = w["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
-        if role == "session":
+        if role in ("session", "s2s"):
             assert "c2s" not in ports and "web" not in ports
             assert cfg["c2s"]["listen"] == [] and cfg["c2s"]["direct_tls_listen"] == []
             assert cfg["web"]["tls_listen"] == []
@@ -307,7 +328,14 @@ def test_container_ports_match_config(case):
             assert ports["web"] == 5443
             assert cfg["web"]["tls_listen"] == ["0.0.0.0:5443"]
             assert cfg["web"]["public_url"].startswith("https://")
-        if role in ("cm", "session"):
+        # Federation: 5269 on the s2s nodes or the single node, nowhere else.
+        assert cfg["s2s"]["enabled"] == federation(case)
+        if federation(case) and role in ("s2s", "single"):
+            assert ports["s2s"] == 5269
+            assert cfg["s2s"]["listen"] == ["0.0.0.0:5269"]
+        else:
+            assert "s2s" not in ports and "listen" not in cfg["s2s"]
+        if role in ("cm", "session", "s2s"):
             assert ports["grpc"] == 7400
             assert cfg["cluster"]["grpc_listen"] == "0.0.0.0:7400"
         else:
@@ -434,7 +462,7 @@ def test_config_toml(case):
     files = config_files(docs)
     known = example_keys()
     mode = merged(case)["mode"]
-    assert set(files) == ({"cm.toml", "session.toml"} if mode == "cluster" else {"rookery.toml"})
+    assert set(files) == ({f"{r}.toml" for r in cluster_roles(case)} if mode == "cluster" else {"rookery.toml"})
     values_cfg = merged(case)["config"]
     for name, cfg in files.items():
         for section in ("server", "c2s", "http", "log", "drain", "telemetry", "store"):
@@ -588,7 +616,7 @@ def test_pdbs_select_their_pods(case):
     if not cluster_mode(case):
         assert not pdbs
         return
-    assert {p["metadata"]["name"] for p in pdbs} == {"rookery-cm", "rookery-session"}
+    assert {p["metadata"]["name"] for p in pdbs} == {f"rookery-{r}" for r in cluster_roles(case)}
     for pdb in pdbs:
         selector = pdb["spec"]["selector"]["matchLabels"]
         matched = [n for n, labels in pod_labels(docs) if selector.items() <= labels.items()]
@@ -617,6 +645,48 @@ def test_services_select_pods(case):
     assert c2s["spec"]["selector"].items() <= labels.items()
     if values["service"]["nodePorts"]["c2s"] and values["service"]["type"] != "ClusterIP":
         assert ports["c2s"]["nodePort"] == values["service"]["nodePorts"]["c2s"]
+    # Federation: 5269 on the federation Service (to the s2s nodes) in
+    # cluster mode, on the client Service in single mode.
+    federation_svcs = [s for s in kinds(docs, "Service") if s["metadata"]["name"] == "rookery-federation"]
+    if cluster_mode(case) and federation(case):
+        (fed,) = federation_svcs
+        assert fed["spec"]["type"] == values["service"]["type"]
+        assert [(p["name"], p["port"], p["targetPort"]) for p in fed["spec"]["ports"]] == [("s2s", 5269, "s2s")]
+        assert fed["spec"]["selector"].items() <= dict(pod_labels(docs))["rookery-s2s"].items()
+        assert "s2s" not in ports
+    else:
+        assert not federation_svcs
+        assert ("s2s" in ports) == federation(case)
+        if federation(case):
+            assert (ports["s2s"]["port"], ports["s2s"]["targetPort"]) == (5269, "s2s")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_dialback_secret(case):
+    """Every s2s node reads the same dialback secret (XEP-0185 keys must
+    verify on whichever node a remote server reaches)."""
+    docs = rendered(case)
+    values = merged(case)
+    secrets = [s for s in kinds(docs, "Secret") if s["metadata"]["name"] == "rookery-dialback"]
+    if not (cluster_mode(case) and federation(case)):
+        assert not secrets
+        return
+    want = values["s2s"]["dialbackSecret"]
+    name = want["existingSecret"] or "rookery-dialback"
+    if want["existingSecret"]:
+        assert not secrets
+    else:
+        (secret,) = secrets
+        assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        value = base64.b64decode(secret["data"][want["existingSecretKey"]])
+        assert len(value) >= 32
+    s2s = one(docs, "Deployment", "rookery-s2s")
+    volumes = {v["name"]: v for v in s2s["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["dialback"]["secret"]["secretName"] == name
+    mounts = {m["name"]: m for m in container(s2s)["volumeMounts"]}
+    assert mounts["dialback"]["readOnly"] is True
+    path = role_config(docs, s2s)["s2s"]["dialback_secret_file"]
+    assert path == f'{mounts["dialback"]["mountPath"]}/{want["existingSecretKey"]}'
 
 
 # --- TLS, store migration, monitoring objects ---------------------------------------
@@ -628,14 +698,15 @@ def test_tls(case):
     tls = merged(case)["tls"]
     secret_name = tls["existingSecret"] or ("rookery-tls" if (tls["certManager"]["enabled"] or tls["cert"]) else "")
     assert bool(kinds(docs, "Certificate")) == tls["certManager"]["enabled"]
-    assert bool(kinds(docs, "Secret")) == bool(tls["cert"])
+    tls_secrets = [s for s in kinds(docs, "Secret") if s["type"] == "kubernetes.io/tls"]
+    assert bool(tls_secrets) == bool(tls["cert"])
     if tls["certManager"]["enabled"]:
         cert = one(docs, "Certificate")
         assert cert["spec"]["secretName"] == secret_name
         assert cert["spec"]["issuerRef"]["name"] == tls["certManager"]["issuerRef"]["name"]
         assert cert["spec"]["dnsNames"] == (tls["certManager"]["dnsNames"] or [merged(case)["config"]["server"]["domain"]])
     if tls["cert"]:
-        assert one(docs, "Secret")["type"] == "kubernetes.io/tls"
+        assert [s["metadata"]["name"] for s in tls_secrets] == [secret_name]
     for w in rookery_workloads(docs):
         cfg = role_config(docs, w)
         volumes = {v["name"]: v for v in w["spec"]["template"]["spec"]["volumes"]}
@@ -688,7 +759,7 @@ def test_monitoring_objects(case):
     for m in monitors:
         selector = m["spec"]["selector"]["matchLabels"]
         selected = {s["metadata"]["name"] for s in kinds(docs, "Service") if selector.items() <= s["metadata"]["labels"].items()}
-        assert selected == ({"rookery-cm", "rookery-session"} if cluster_mode(case) else {"rookery-headless"})
+        assert selected == ({f"rookery-{r}" for r in cluster_roles(case)} if cluster_mode(case) else {"rookery-headless"})
         assert m["spec"]["endpoints"][0]["port"] == "http"
     rules = kinds(docs, "PrometheusRule")
     assert bool(rules) == metrics["prometheusRule"]["enabled"]

@@ -16,6 +16,7 @@ use std::time::Duration;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use rookery_core::metrics::Metrics;
 use rookery_xml::{Element, Parser, escape_attr, ns};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -40,12 +41,16 @@ pub(super) struct Sessions {
     max_wait: u64,
     inactivity: Duration,
     polling: u64,
+    /// `rookery_bosh_requests_held`: requests of every session received
+    /// and not answered yet.
+    metrics: Arc<Metrics>,
 }
 
 impl Sessions {
-    pub(super) fn new(config: &WebConfig) -> Sessions {
+    pub(super) fn new(config: &WebConfig, metrics: Arc<Metrics>) -> Sessions {
         Sessions {
             map: Mutex::new(HashMap::new()),
+            metrics,
             max: config.bosh_max_sessions,
             max_wait: config.bosh_max_wait_secs.max(1),
             inactivity: Duration::from_secs(config.bosh_inactivity_secs.max(1)),
@@ -354,7 +359,8 @@ async fn exchange(
         }
         st.idle_since = None;
     }
-    let r = async {
+    let _in_flight = InFlight::new(session, &sessions.metrics);
+    async {
         // §14.2: payloads go in rid order.
         loop {
             changed.borrow_and_update();
@@ -400,15 +406,34 @@ async fn exchange(
         }
         respond(session, rid, String::new(), deadline).await
     }
-    .await;
-    {
-        let mut st = session.state();
+    .await
+}
+
+/// A request counted in `in_flight` (and `rookery_bosh_requests_held`)
+/// until it is answered, or dropped: axum drops the handler when the client
+/// goes away, and the session must not go on counting that request.
+struct InFlight<'a> {
+    session: &'a Session,
+    metrics: &'a Metrics,
+}
+
+impl<'a> InFlight<'a> {
+    /// The caller has already counted it in `in_flight`.
+    fn new(session: &'a Session, metrics: &'a Metrics) -> InFlight<'a> {
+        metrics.bosh_requests_held.inc();
+        InFlight { session, metrics }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.metrics.bosh_requests_held.dec();
+        let mut st = self.session.state();
         st.in_flight = st.in_flight.saturating_sub(1);
         if st.in_flight == 0 {
             st.idle_since = Some(Instant::now());
         }
     }
-    r
 }
 
 /// Holds request `rid` until the stream wrote something, a newer request

@@ -152,7 +152,7 @@ impl Web {
     /// The web transports over `c2s`. `public_url`: the base URL to
     /// advertise (the caller derives the default from the bound address).
     pub fn new(c2s: Arc<C2s>, config: WebConfig, public_url: &str) -> Arc<Web> {
-        let bosh = bosh::Sessions::new(&config);
+        let bosh = bosh::Sessions::new(&config, c2s.metrics.clone());
         Arc::new(Web {
             c2s,
             config,
