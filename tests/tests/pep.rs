@@ -19,7 +19,14 @@ fn canon(el: &Element) -> String {
     let mut attrs: Vec<String> = el
         .attrs()
         .iter()
-        .map(|a| format!("{{{}}}{}={:?}", a.ns.as_deref().unwrap_or(""), a.name, a.value))
+        .map(|a| {
+            format!(
+                "{{{}}}{}={:?}",
+                a.ns.as_deref().unwrap_or(""),
+                a.name,
+                a.value
+            )
+        })
         .collect();
     attrs.sort();
     let mut out = format!("<{{{}}}{} {}>", el.ns(), el.name(), attrs.join(" "));
@@ -72,7 +79,10 @@ fn ver(features: &[&str]) -> String {
 
 /// The features of a test client: disco, caps, and `+notify` for `nodes`.
 fn features(nodes: &[&str]) -> Vec<String> {
-    let mut f = vec![DISCO_INFO.to_owned(), "http://jabber.org/protocol/caps".to_owned()];
+    let mut f = vec![
+        DISCO_INFO.to_owned(),
+        "http://jabber.org/protocol/caps".to_owned(),
+    ];
     f.extend(nodes.iter().map(|n| format!("{n}+notify")));
     f
 }
@@ -99,11 +109,13 @@ async fn befriend(a: &mut RawClient, a_jid: &str, b: &mut RawClient, b_jid: &str
 
 /// `w` subscribes to `o`'s presence and `o` approves (RFC 6121 §3.1).
 async fn subscribe(w: &mut RawClient, wj: &str, o: &mut RawClient, oj: &str) {
-    w.send(&format!("<presence to='{oj}' type='subscribe'/>")).await;
+    w.send(&format!("<presence to='{oj}' type='subscribe'/>"))
+        .await;
     w.roster_push().await;
     o.until(|e| e.name() == "presence" && e.attr("type") == Some("subscribe"))
         .await;
-    o.send(&format!("<presence to='{wj}' type='subscribed'/>")).await;
+    o.send(&format!("<presence to='{wj}' type='subscribed'/>"))
+        .await;
     o.roster_push().await;
     w.roster_push().await;
 }
@@ -185,7 +197,13 @@ async fn publish_notifies_contacts_that_want_it() {
     befriend(&mut a, "alice@localhost", &mut d, "dave@localhost").await;
     caps_presence(&mut b, "bob@localhost/phone", "bob", &[TUNE]).await;
     // Dave's client does not want tunes.
-    caps_presence(&mut d, "dave@localhost/desk", "dave", &["urn:xmpp:avatar:metadata"]).await;
+    caps_presence(
+        &mut d,
+        "dave@localhost/desk",
+        "dave",
+        &["urn:xmpp:avatar:metadata"],
+    )
+    .await;
     sync(&mut a).await;
 
     let r = publish_tune(&mut a, "bffe6584-0f5f-4ff5-8d83-a49357a6e3dd").await;
@@ -350,13 +368,33 @@ async fn access_models_and_bad_input() {
             "<iq type='set' to='alice@localhost' id='p1'><pubsub xmlns='{PUBSUB}'><publish node='{TUNE}'><item>{TUNE_ITEM}</item></publish></pubsub></iq>"
         ))
         .await;
-    assert_xml(&r, &err("p1", "alice@localhost", "bob@localhost/phone", "auth", "forbidden", None));
+    assert_xml(
+        &r,
+        &err(
+            "p1",
+            "alice@localhost",
+            "bob@localhost/phone",
+            "auth",
+            "forbidden",
+            None,
+        ),
+    );
     let r = b
         .iq(&format!(
             "<iq type='set' to='alice@localhost' id='p2'><pubsub xmlns='{PUBSUB}'><publish node='urn:new'><item><x xmlns='urn:new'/></item></publish></pubsub></iq>"
         ))
         .await;
-    assert_xml(&r, &err("p2", "alice@localhost", "bob@localhost/phone", "auth", "forbidden", None));
+    assert_xml(
+        &r,
+        &err(
+            "p2",
+            "alice@localhost",
+            "bob@localhost/phone",
+            "auth",
+            "forbidden",
+            None,
+        ),
+    );
 
     // A subscriber reads (§6.5.2, example 78); a stranger may not (§6.5.9.6).
     let r = b
@@ -377,7 +415,14 @@ async fn access_models_and_bad_input() {
         .await;
     assert_xml(
         &r,
-        &err("i2", "alice@localhost", "carol@localhost/pc", "auth", "not-authorized", Some("presence-subscription-required")),
+        &err(
+            "i2",
+            "alice@localhost",
+            "carol@localhost/pc",
+            "auth",
+            "not-authorized",
+            Some("presence-subscription-required"),
+        ),
     );
     // Unknown node (§6.5.9.11).
     let r = b
@@ -385,7 +430,17 @@ async fn access_models_and_bad_input() {
             "<iq type='get' to='alice@localhost' id='i3'><pubsub xmlns='{PUBSUB}'><items node='urn:none'/></pubsub></iq>"
         ))
         .await;
-    assert_xml(&r, &err("i3", "alice@localhost", "bob@localhost/phone", "cancel", "item-not-found", None));
+    assert_xml(
+        &r,
+        &err(
+            "i3",
+            "alice@localhost",
+            "bob@localhost/phone",
+            "cancel",
+            "item-not-found",
+            None,
+        ),
+    );
 
     // Too big (§7.1.3.5).
     let big = "z".repeat(400);
@@ -396,7 +451,7 @@ async fn access_models_and_bad_input() {
         .await;
     assert_xml(
         &r,
-        &err("big", "", "alice@localhost/home", "modify", "not-acceptable", Some("payload-too-big")),
+        "<iq type='error' id='big' to='alice@localhost/home'><error type='modify'><not-acceptable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/><text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas' xml:lang='en'>items are limited to 300 bytes</text><payload-too-big xmlns='http://jabber.org/protocol/pubsub#errors'/></error></iq>",
     );
 
     // Publish-options that the node does not match (XEP-0060 §7.1.5,
@@ -409,18 +464,42 @@ async fn access_models_and_bad_input() {
     assert_eq!(r.attr("type"), Some("error"), "{r}");
     let e = r.child("error", "jabber:client").unwrap();
     assert_eq!(e.attr("type"), Some("cancel"));
-    assert!(e.child("conflict", "urn:ietf:params:xml:ns:xmpp-stanzas").is_some(), "{r}");
-    assert!(e.child("precondition-not-met", "http://jabber.org/protocol/pubsub#errors").is_some(), "{r}");
+    assert!(
+        e.child("conflict", "urn:ietf:params:xml:ns:xmpp-stanzas")
+            .is_some(),
+        "{r}"
+    );
+    assert!(
+        e.child(
+            "precondition-not-met",
+            "http://jabber.org/protocol/pubsub#errors"
+        )
+        .is_some(),
+        "{r}"
+    );
     // Nothing was published.
     let r = a
         .iq(&format!(
             "<iq type='get' id='i4'><pubsub xmlns='{PUBSUB}'><items node='{TUNE}'/></pubsub></iq>"
         ))
         .await;
-    assert_eq!(r.child("pubsub", PUBSUB).unwrap().first_child().unwrap().children().count(), 1);
+    assert_eq!(
+        r.child("pubsub", PUBSUB)
+            .unwrap()
+            .first_child()
+            .unwrap()
+            .children()
+            .count(),
+        1
+    );
 
     // Whitelist (§6.5.9.8): the bookmarks node.
-    publish_bookmark(&mut a, "theplay@conference.shakespeare.lit", "The Play's the Thing").await;
+    publish_bookmark(
+        &mut a,
+        "theplay@conference.shakespeare.lit",
+        "The Play&apos;s the Thing",
+    )
+    .await;
     let r = b
         .iq(&format!(
             "<iq type='get' to='alice@localhost' id='w1'><pubsub xmlns='{PUBSUB}'><items node='urn:xmpp:bookmarks:1'/></pubsub></iq>"
@@ -428,7 +507,14 @@ async fn access_models_and_bad_input() {
         .await;
     assert_xml(
         &r,
-        &err("w1", "alice@localhost", "bob@localhost/phone", "cancel", "not-allowed", Some("closed-node")),
+        &err(
+            "w1",
+            "alice@localhost",
+            "bob@localhost/phone",
+            "cancel",
+            "not-allowed",
+            Some("closed-node"),
+        ),
     );
     // A roster-group node (§6.5.9.7).
     let r = a
@@ -444,7 +530,14 @@ async fn access_models_and_bad_input() {
         .await;
     assert_xml(
         &r,
-        &err("rg", "alice@localhost", "bob@localhost/phone", "auth", "not-authorized", Some("not-in-roster-group")),
+        &err(
+            "rg",
+            "alice@localhost",
+            "bob@localhost/phone",
+            "auth",
+            "not-authorized",
+            Some("not-in-roster-group"),
+        ),
     );
     a.iq("<iq type='set' id='grp'><query xmlns='jabber:iq:roster'><item jid='bob@localhost'><group>Friends</group></item></query></iq>")
         .await;
@@ -458,7 +551,10 @@ async fn access_models_and_bad_input() {
     let r = a
         .iq(&format!("<iq type='set' id='cr2'><pubsub xmlns='{PUBSUB}'><create node='urn:friends'/></pubsub></iq>"))
         .await;
-    assert_xml(&r, &err("cr2", "", "alice@localhost/home", "cancel", "conflict", None));
+    assert_xml(
+        &r,
+        "<iq type='error' id='cr2' to='alice@localhost/home'><error type='cancel'><conflict xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/><text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas' xml:lang='en'>the node exists</text></error></iq>",
+    );
 }
 
 async fn publish_bookmark(a: &mut RawClient, room: &str, name: &str) -> Element {
@@ -477,7 +573,12 @@ async fn publish_bookmark(a: &mut RawClient, room: &str, name: &str) -> Element 
 async fn bookmarks_compat_with_private_xml() {
     let s = server().await;
     let mut a = s.online("alice", "home").await;
-    publish_bookmark(&mut a, "theplay@conference.shakespeare.lit", "The Play's the Thing").await;
+    publish_bookmark(
+        &mut a,
+        "theplay@conference.shakespeare.lit",
+        "The Play&apos;s the Thing",
+    )
+    .await;
     publish_bookmark(&mut a, "orchard@conference.shakespeare.lit", "The Orchard").await;
     let r = a
         .iq("<iq type='get' id='pv1'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'/></query></iq>")
@@ -511,7 +612,10 @@ async fn avatar_is_copied_to_the_vcard() {
     let mut a = s.online("alice", "home").await;
     let png: Vec<u8> = (0u8..=255).collect();
     let b64 = base64::engine::general_purpose::STANDARD.encode(&png);
-    let id: String = sha1::Sha1::digest(&png).iter().map(|b| format!("{b:02x}")).collect();
+    let id: String = sha1::Sha1::digest(&png)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     // XEP-0084 examples 1 and 3.
     let r = a
         .iq(&format!(
@@ -525,7 +629,9 @@ async fn avatar_is_copied_to_the_vcard() {
         ))
         .await;
     assert_eq!(r.attr("type"), Some("result"), "{r}");
-    let r = a.iq("<iq type='get' id='v'><vCard xmlns='vcard-temp'/></iq>").await;
+    let r = a
+        .iq("<iq type='get' id='v'><vCard xmlns='vcard-temp'/></iq>")
+        .await;
     assert_xml(
         &r,
         &format!(
@@ -537,8 +643,13 @@ async fn avatar_is_copied_to_the_vcard() {
         "<iq type='set' id='m2'><pubsub xmlns='{PUBSUB}'><publish node='urn:xmpp:avatar:metadata'><item id='off'><metadata xmlns='urn:xmpp:avatar:metadata'/></item></publish></pubsub></iq>"
     ))
     .await;
-    let r = a.iq("<iq type='get' id='v2'><vCard xmlns='vcard-temp'/></iq>").await;
-    assert_xml(&r, "<iq type='result' id='v2' to='alice@localhost/home'><vCard xmlns='vcard-temp'/></iq>");
+    let r = a
+        .iq("<iq type='get' id='v2'><vCard xmlns='vcard-temp'/></iq>")
+        .await;
+    assert_xml(
+        &r,
+        "<iq type='result' id='v2' to='alice@localhost/home'><vCard xmlns='vcard-temp'/></iq>",
+    );
 }
 
 /// XEP-0384 as Conversations runs it: device list and bundle with
@@ -582,7 +693,12 @@ async fn omemo_device_list_and_bundles() {
     );
     for (node, item, payload, opts) in [
         ("urn:xmpp:omemo:2:bundles", "12345", bundle2, &omemo2_opts),
-        ("eu.siacs.conversations.axolotl.bundles:12345", "current", bundle1, &open),
+        (
+            "eu.siacs.conversations.axolotl.bundles:12345",
+            "current",
+            bundle1,
+            &open,
+        ),
     ] {
         let r = a
             .iq(&format!(
@@ -627,12 +743,17 @@ async fn account_disco() {
     befriend(&mut a, "alice@localhost", &mut b, "bob@localhost").await;
     publish_tune(&mut a, "t1").await;
     let r = b
-        .iq(&format!("<iq type='get' to='alice@localhost' id='di'><query xmlns='{DISCO_INFO}'/></iq>"))
+        .iq(&format!(
+            "<iq type='get' to='alice@localhost' id='di'><query xmlns='{DISCO_INFO}'/></iq>"
+        ))
         .await;
     let q = r.child("query", DISCO_INFO).unwrap();
-    assert!(q.children().any(|i| i.name() == "identity"
-        && i.attr("category") == Some("pubsub")
-        && i.attr("type") == Some("pep")), "{r}");
+    assert!(
+        q.children().any(|i| i.name() == "identity"
+            && i.attr("category") == Some("pubsub")
+            && i.attr("type") == Some("pep")),
+        "{r}"
+    );
     let vars: Vec<&str> = q.children().filter_map(|f| f.attr("var")).collect();
     for f in [
         "http://jabber.org/protocol/pubsub#publish",
@@ -646,7 +767,9 @@ async fn account_disco() {
     }
     let items = "http://jabber.org/protocol/disco#items";
     let r = b
-        .iq(&format!("<iq type='get' to='alice@localhost' id='dit'><query xmlns='{items}'/></iq>"))
+        .iq(&format!(
+            "<iq type='get' to='alice@localhost' id='dit'><query xmlns='{items}'/></iq>"
+        ))
         .await;
     assert_xml(
         &r,
@@ -656,11 +779,15 @@ async fn account_disco() {
     );
     // Carol may not see the presence-access node.
     let r = c
-        .iq(&format!("<iq type='get' to='alice@localhost' id='dit2'><query xmlns='{items}'/></iq>"))
+        .iq(&format!(
+            "<iq type='get' to='alice@localhost' id='dit2'><query xmlns='{items}'/></iq>"
+        ))
         .await;
     assert_xml(
         &r,
-        &format!("<iq type='result' id='dit2' from='alice@localhost' to='carol@localhost/pc'><query xmlns='{items}'/></iq>"),
+        &format!(
+            "<iq type='result' id='dit2' from='alice@localhost' to='carol@localhost/pc'><query xmlns='{items}'/></iq>"
+        ),
     );
 }
 
@@ -685,14 +812,27 @@ async fn node_configuration() {
             .and_then(|f| f.children().find(|v| v.name() == "value"))
             .map(|v| v.text())
     };
-    assert_eq!(value("FORM_TYPE").as_deref(), Some("http://jabber.org/protocol/pubsub#node_config"));
+    assert_eq!(
+        value("FORM_TYPE").as_deref(),
+        Some("http://jabber.org/protocol/pubsub#node_config")
+    );
     assert_eq!(value("pubsub#access_model").as_deref(), Some("presence"));
     assert_eq!(value("pubsub#max_items").as_deref(), Some("1"));
     // Others may not (§8.2.3.x: forbidden).
     let r = b
         .iq(&format!("<iq type='get' to='alice@localhost' id='cf2'><pubsub xmlns='{PUBSUB}#owner'><configure node='{TUNE}'/></pubsub></iq>"))
         .await;
-    assert_xml(&r, &err("cf2", "alice@localhost", "bob@localhost/phone", "auth", "forbidden", None));
+    assert_xml(
+        &r,
+        &err(
+            "cf2",
+            "alice@localhost",
+            "bob@localhost/phone",
+            "auth",
+            "forbidden",
+            None,
+        ),
+    );
     // Made open: Bob, a stranger, reads.
     let r = a
         .iq(&format!("<iq type='set' id='cf3'><pubsub xmlns='{PUBSUB}#owner'><configure node='{TUNE}'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#node_config</value></field><field var='pubsub#access_model'><value>open</value></field><field var='pubsub#max_items'><value>5</value></field></x></configure></pubsub></iq>"))
@@ -711,14 +851,23 @@ async fn node_configuration() {
     let r = b
         .iq(&format!("<iq type='get' to='alice@localhost' id='i2'><pubsub xmlns='{PUBSUB}'><items node='{TUNE}'/></pubsub></iq>"))
         .await;
-    let n = r.child("pubsub", PUBSUB).unwrap().first_child().unwrap().children().count();
+    let n = r
+        .child("pubsub", PUBSUB)
+        .unwrap()
+        .first_child()
+        .unwrap()
+        .children()
+        .count();
     assert_eq!(n, 2, "{r}");
     // A bad value is not-acceptable.
     let r = a
         .iq(&format!("<iq type='set' id='cf4'><pubsub xmlns='{PUBSUB}#owner'><configure node='{TUNE}'><x xmlns='jabber:x:data' type='submit'><field var='pubsub#max_items'><value>100000</value></field></x></configure></pubsub></iq>"))
         .await;
     assert_eq!(
-        r.child("error", "jabber:client").and_then(|e| e.first_child()).map(|c| c.name().to_owned()).as_deref(),
+        r.child("error", "jabber:client")
+            .and_then(|e| e.first_child())
+            .map(|c| c.name().to_owned())
+            .as_deref(),
         Some("not-acceptable"),
         "{r}"
     );

@@ -15,7 +15,14 @@ fn canon(el: &Element) -> String {
     let mut attrs: Vec<String> = el
         .attrs()
         .iter()
-        .map(|a| format!("{{{}}}{}={:?}", a.ns.as_deref().unwrap_or(""), a.name, a.value))
+        .map(|a| {
+            format!(
+                "{{{}}}{}={:?}",
+                a.ns.as_deref().unwrap_or(""),
+                a.name,
+                a.value
+            )
+        })
         .collect();
     attrs.sort();
     let mut out = format!("<{{{}}}{} {}>", el.ns(), el.name(), attrs.join(" "));
@@ -74,14 +81,19 @@ async fn create_subscribe_publish_retract_delete() {
             "<iq type='set' to='{SVC}' id='create1'><pubsub xmlns='{PUBSUB}'><create node='princely_musings'/><configure><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>{PUBSUB}#node_config</value></field><field var='pubsub#notify_retract'><value>1</value></field><field var='pubsub#max_items'><value>10</value></field></x></configure></pubsub></iq>"
         ))
         .await;
-    assert_xml(&r, &format!("<iq type='result' id='create1' from='{SVC}' to='hamlet@localhost/elsinore'/>"));
+    assert_xml(
+        &r,
+        &format!("<iq type='result' id='create1' from='{SVC}' to='hamlet@localhost/elsinore'/>"),
+    );
     // Creating it again: conflict (§8.1.3.x).
     let r = f
         .iq(&format!("<iq type='set' to='{SVC}' id='create2'><pubsub xmlns='{PUBSUB}'><create node='princely_musings'/></pubsub></iq>"))
         .await;
     assert_xml(
         &r,
-        &format!("<iq type='error' id='create2' from='{SVC}' to='francisco@localhost/barracks'><error type='cancel'><conflict xmlns='{STANZAS}'/></error></iq>"),
+        &format!(
+            "<iq type='error' id='create2' from='{SVC}' to='francisco@localhost/barracks'><error type='cancel'><conflict xmlns='{STANZAS}'/><text xmlns='{STANZAS}' xml:lang='en'>the node exists</text></error></iq>"
+        ),
     );
 
     // §6.1.1 example 32 and §6.1.2 example 33.
@@ -105,7 +117,7 @@ async fn create_subscribe_publish_retract_delete() {
     assert_xml(
         &r,
         &format!(
-            "<iq type='error' id='sub2' from='{SVC}' to='bernardo@localhost/castle'><error type='modify'><bad-request xmlns='{STANZAS}'/><invalid-jid xmlns='{PUBSUB}#errors'/></error></iq>"
+            "<iq type='error' id='sub2' from='{SVC}' to='bernardo@localhost/castle'><error type='modify'><bad-request xmlns='{STANZAS}'/><text xmlns='{STANZAS}' xml:lang='en'>one subscribes one&apos;s own JID</text><invalid-jid xmlns='{PUBSUB}#errors'/></error></iq>"
         ),
     );
 
@@ -136,7 +148,9 @@ async fn create_subscribe_publish_retract_delete() {
         .await;
     assert_xml(
         &r,
-        &format!("<iq type='error' id='publish2' from='{SVC}' to='francisco@localhost/barracks'><error type='auth'><forbidden xmlns='{STANZAS}'/></error></iq>"),
+        &format!(
+            "<iq type='error' id='publish2' from='{SVC}' to='francisco@localhost/barracks'><error type='auth'><forbidden xmlns='{STANZAS}'/></error></iq>"
+        ),
     );
     // §6.5.2 example 78: all items.
     let r = b
@@ -161,13 +175,25 @@ async fn create_subscribe_publish_retract_delete() {
         ),
     );
     // §6.2 unsubscribe; twice is not-subscribed (§6.2.3.2).
-    let unsub = format!("<pubsub xmlns='{PUBSUB}'><unsubscribe node='princely_musings' jid='francisco@localhost'/></pubsub>");
-    let r = f.iq(&format!("<iq type='set' to='{SVC}' id='unsub1'>{unsub}</iq>")).await;
+    let unsub = format!(
+        "<pubsub xmlns='{PUBSUB}'><unsubscribe node='princely_musings' jid='francisco@localhost'/></pubsub>"
+    );
+    let r = f
+        .iq(&format!(
+            "<iq type='set' to='{SVC}' id='unsub1'>{unsub}</iq>"
+        ))
+        .await;
     assert_eq!(r.attr("type"), Some("result"), "{r}");
-    let r = f.iq(&format!("<iq type='set' to='{SVC}' id='unsub2'>{unsub}</iq>")).await;
+    let r = f
+        .iq(&format!(
+            "<iq type='set' to='{SVC}' id='unsub2'>{unsub}</iq>"
+        ))
+        .await;
     assert_xml(
         &r,
-        &format!("<iq type='error' id='unsub2' from='{SVC}' to='francisco@localhost/barracks'><error type='wait'><unexpected-request xmlns='{STANZAS}'/><not-subscribed xmlns='{PUBSUB}#errors'/></error></iq>"),
+        &format!(
+            "<iq type='error' id='unsub2' from='{SVC}' to='francisco@localhost/barracks'><error type='wait'><unexpected-request xmlns='{STANZAS}'/><text xmlns='{STANZAS}' xml:lang='en'>not subscribed</text><not-subscribed xmlns='{PUBSUB}#errors'/></error></iq>"
+        ),
     );
     // disco#items lists the node (§5.2).
     let r = b
@@ -175,23 +201,33 @@ async fn create_subscribe_publish_retract_delete() {
         .await;
     assert_xml(
         &r,
-        &format!("<iq type='result' id='nodes' from='{SVC}' to='bernardo@localhost/castle'><query xmlns='http://jabber.org/protocol/disco#items'><item jid='{SVC}' node='princely_musings'/></query></iq>"),
+        &format!(
+            "<iq type='result' id='nodes' from='{SVC}' to='bernardo@localhost/castle'><query xmlns='http://jabber.org/protocol/disco#items'><item jid='{SVC}' node='princely_musings'/></query></iq>"
+        ),
     );
     // §8.4: only the owner deletes; then it is gone.
     let del = format!("<pubsub xmlns='{OWNER}'><delete node='princely_musings'/></pubsub>");
-    let r = b.iq(&format!("<iq type='set' to='{SVC}' id='del1'>{del}</iq>")).await;
+    let r = b
+        .iq(&format!("<iq type='set' to='{SVC}' id='del1'>{del}</iq>"))
+        .await;
     assert_xml(
         &r,
-        &format!("<iq type='error' id='del1' from='{SVC}' to='bernardo@localhost/castle'><error type='auth'><forbidden xmlns='{STANZAS}'/></error></iq>"),
+        &format!(
+            "<iq type='error' id='del1' from='{SVC}' to='bernardo@localhost/castle'><error type='auth'><forbidden xmlns='{STANZAS}'/></error></iq>"
+        ),
     );
-    let r = h.iq(&format!("<iq type='set' to='{SVC}' id='del2'>{del}</iq>")).await;
+    let r = h
+        .iq(&format!("<iq type='set' to='{SVC}' id='del2'>{del}</iq>"))
+        .await;
     assert_eq!(r.attr("type"), Some("result"), "{r}");
     let r = b
         .iq(&format!("<iq type='get' to='{SVC}' id='items2'><pubsub xmlns='{PUBSUB}'><items node='princely_musings'/></pubsub></iq>"))
         .await;
     assert_xml(
         &r,
-        &format!("<iq type='error' id='items2' from='{SVC}' to='bernardo@localhost/castle'><error type='cancel'><item-not-found xmlns='{STANZAS}'/></error></iq>"),
+        &format!(
+            "<iq type='error' id='items2' from='{SVC}' to='bernardo@localhost/castle'><error type='cancel'><item-not-found xmlns='{STANZAS}'/></error></iq>"
+        ),
     );
 }
 
@@ -205,17 +241,31 @@ async fn disco_instant_nodes_and_whitelist() {
     let r = f
         .iq(&format!("<iq type='get' to='{SVC}' id='info'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"))
         .await;
-    let q = r.child("query", "http://jabber.org/protocol/disco#info").unwrap();
-    assert!(q.children().any(|i| i.attr("category") == Some("pubsub") && i.attr("type") == Some("service")), "{r}");
+    let q = r
+        .child("query", "http://jabber.org/protocol/disco#info")
+        .unwrap();
+    assert!(
+        q.children()
+            .any(|i| i.attr("category") == Some("pubsub") && i.attr("type") == Some("service")),
+        "{r}"
+    );
     let vars: Vec<&str> = q.children().filter_map(|c| c.attr("var")).collect();
-    for v in [PUBSUB, "http://jabber.org/protocol/pubsub#publish", "http://jabber.org/protocol/pubsub#instant-nodes"] {
+    for v in [
+        PUBSUB,
+        "http://jabber.org/protocol/pubsub#publish",
+        "http://jabber.org/protocol/pubsub#instant-nodes",
+    ] {
         assert!(vars.contains(&v), "{v}: {vars:?}");
     }
     // The server lists the service.
     let r = f
         .iq("<iq type='get' to='localhost' id='items'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>")
         .await;
-    assert!(r.to_string().contains(&format!("jid=\"{SVC}\"")) || r.to_string().contains(&format!("jid='{SVC}'")), "{r}");
+    assert!(
+        r.to_string().contains(&format!("jid=\"{SVC}\""))
+            || r.to_string().contains(&format!("jid='{SVC}'")),
+        "{r}"
+    );
 
     // §8.1.2 example 129: an instant node gets its NodeID from the service.
     let r = h
@@ -230,10 +280,14 @@ async fn disco_instant_nodes_and_whitelist() {
     h.iq(&format!("<iq type='set' to='{SVC}' id='p'><pubsub xmlns='{PUBSUB}'><publish node='{node}'><item id='1'>{ENTRY}</item></publish></pubsub></iq>"))
         .await;
     let items = format!("<pubsub xmlns='{PUBSUB}'><items node='{node}'/></pubsub>");
-    let r = f.iq(&format!("<iq type='get' to='{SVC}' id='i1'>{items}</iq>")).await;
+    let r = f
+        .iq(&format!("<iq type='get' to='{SVC}' id='i1'>{items}</iq>"))
+        .await;
     assert_xml(
         &r,
-        &format!("<iq type='error' id='i1' from='{SVC}' to='francisco@localhost/barracks'><error type='cancel'><not-allowed xmlns='{STANZAS}'/><closed-node xmlns='{PUBSUB}#errors'/></error></iq>"),
+        &format!(
+            "<iq type='error' id='i1' from='{SVC}' to='francisco@localhost/barracks'><error type='cancel'><not-allowed xmlns='{STANZAS}'/><closed-node xmlns='{PUBSUB}#errors'/></error></iq>"
+        ),
     );
     // §8.9.2 example 170: the owner adds a member.
     let r = h
@@ -245,11 +299,17 @@ async fn disco_instant_nodes_and_whitelist() {
         .await;
     assert_xml(
         &r,
-        &format!("<iq type='result' id='aff2' from='{SVC}' to='hamlet@localhost/elsinore'><pubsub xmlns='{OWNER}'><affiliations node='{node}'><affiliation jid='francisco@localhost' affiliation='member'/><affiliation jid='hamlet@localhost' affiliation='owner'/></affiliations></pubsub></iq>"),
+        &format!(
+            "<iq type='result' id='aff2' from='{SVC}' to='hamlet@localhost/elsinore'><pubsub xmlns='{OWNER}'><affiliations node='{node}'><affiliation jid='francisco@localhost' affiliation='member'/><affiliation jid='hamlet@localhost' affiliation='owner'/></affiliations></pubsub></iq>"
+        ),
     );
-    let r = f.iq(&format!("<iq type='get' to='{SVC}' id='i2'>{items}</iq>")).await;
+    let r = f
+        .iq(&format!("<iq type='get' to='{SVC}' id='i2'>{items}</iq>"))
+        .await;
     assert_xml(
         &r,
-        &format!("<iq type='result' id='i2' from='{SVC}' to='francisco@localhost/barracks'><pubsub xmlns='{PUBSUB}'><items node='{node}'><item id='1'>{ENTRY}</item></items></pubsub></iq>"),
+        &format!(
+            "<iq type='result' id='i2' from='{SVC}' to='francisco@localhost/barracks'><pubsub xmlns='{PUBSUB}'><items node='{node}'><item id='1'>{ENTRY}</item></items></pubsub></iq>"
+        ),
     );
 }

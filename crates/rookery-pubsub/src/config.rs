@@ -268,7 +268,9 @@ impl NodeConfig {
                 if let MaxItems::Count(n) = m
                     && (n == 0 || n as usize > limit)
                 {
-                    return Err(format!("pubsub#max_items must be from 1 to {limit}, or max"));
+                    return Err(format!(
+                        "pubsub#max_items must be from 1 to {limit}, or max"
+                    ));
                 }
                 self.max_items = m;
             }
@@ -466,7 +468,9 @@ pub fn form_in<'a>(
         // XEP-0223 §5 requires the FORM_TYPE; configuration forms without
         // one are read as the node_config form, as clients send them.
         None if form_type == NS_NODE_CONFIG => Ok(Some(x)),
-        _ => Err(StanzaError::bad_request("the data form has the wrong FORM_TYPE")),
+        _ => Err(StanzaError::bad_request(
+            "the data form has the wrong FORM_TYPE",
+        )),
     }
 }
 

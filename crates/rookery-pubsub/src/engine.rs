@@ -106,8 +106,10 @@ impl Node {
         match self.config.access_model {
             AccessModel::Open => Ok(()),
             AccessModel::Presence if rel.presence => Ok(()),
-            AccessModel::Presence => Err(StanzaError::not_authorized()
-                .with_app("presence-subscription-required", NS_ERRORS)),
+            AccessModel::Presence => {
+                Err(StanzaError::not_authorized()
+                    .with_app("presence-subscription-required", NS_ERRORS))
+            }
             AccessModel::Roster
                 if rel
                     .groups
@@ -147,9 +149,10 @@ impl Node {
         }
         match self.config.publish_model {
             PublishModel::Publishers => false,
-            PublishModel::Subscribers => self.subscriptions.keys().any(|j| {
-                Jid::parse(j).is_ok_and(|j| j.to_bare() == who.to_bare())
-            }),
+            PublishModel::Subscribers => self
+                .subscriptions
+                .keys()
+                .any(|j| Jid::parse(j).is_ok_and(|j| j.to_bare() == who.to_bare())),
             PublishModel::Open => self.may_access(who, rel).is_ok(),
         }
     }
@@ -363,9 +366,10 @@ impl Engine {
         let owner_ns = payload.is("pubsub", NS_OWNER);
         // The operation; `<configure/>`, `<publish-options/>` and
         // `<options/>` beside it in the `pubsub` namespace qualify it.
-        let Some(op) = payload.children().find(|c| {
-            owner_ns || !matches!(c.name(), "publish-options" | "configure" | "options")
-        }) else {
+        let Some(op) = payload
+            .children()
+            .find(|c| owner_ns || !matches!(c.name(), "publish-options" | "configure" | "options"))
+        else {
             return Err(StanzaError::bad_request("an empty pubsub request"));
         };
         match (owner_ns, set, op.name()) {
@@ -380,12 +384,9 @@ impl Engine {
             (true, false, "configure") => self.get_configure(svc, from, op, rel).await,
             (true, true, "configure") => self.set_configure(svc, from, op, rel).await,
             (true, false, "default") => Ok(Outcome {
-                reply: Some(
-                    Element::new_static("pubsub", NS_OWNER).with_child(
-                        Element::new_static("default", NS_OWNER)
-                            .with_child(svc.defaults().to_form()),
-                    ),
-                ),
+                reply: Some(Element::new_static("pubsub", NS_OWNER).with_child(
+                    Element::new_static("default", NS_OWNER).with_child(svc.defaults().to_form()),
+                )),
                 notices: Vec::new(),
             }),
             (true, true, "delete") => self.delete(svc, from, op, rel).await,
@@ -634,9 +635,11 @@ impl Engine {
             .collect();
         let items = if ids.is_empty() {
             let last = match op.attr("max_items") {
-                Some(m) => Some(m.trim().parse::<usize>().map_err(|_| {
-                    StanzaError::bad_request("max_items is a positive number")
-                })?),
+                Some(m) => Some(
+                    m.trim()
+                        .parse::<usize>()
+                        .map_err(|_| StanzaError::bad_request("max_items is a positive number"))?,
+                ),
                 None => None,
             };
             self.store
@@ -675,12 +678,14 @@ impl Engine {
         let jid = op
             .attr("jid")
             .ok_or_else(|| {
-                pubsub_error(StanzaError::bad_request("a JID is required"), "jid-required")
+                pubsub_error(
+                    StanzaError::bad_request("a JID is required"),
+                    "jid-required",
+                )
             })
             .and_then(|j| {
-                Jid::parse(j).map_err(|_| {
-                    pubsub_error(StanzaError::bad_request("a bad JID"), "invalid-jid")
-                })
+                Jid::parse(j)
+                    .map_err(|_| pubsub_error(StanzaError::bad_request("a bad JID"), "invalid-jid"))
             })?;
         if jid.to_bare() != from.to_bare() && !owner {
             return Err(pubsub_error(
@@ -759,12 +764,10 @@ impl Engine {
             return Err(StanzaError::forbidden());
         }
         let instant = op.attr("node").is_none_or(str::is_empty);
-        if instant && svc.pep() {
-            return Err(node_attr(op).unwrap_err());
-        }
-        let name = if instant {
+        let name = if instant && !svc.pep() {
             new_id()
         } else {
+            // PEP nodes are named by their payload namespace: no instant ones.
             node_attr(op)?
         };
         if self.node(svc, &name).await?.is_some() {
@@ -775,7 +778,10 @@ impl Engine {
             config.apply_form(form, self.limits.max_items_per_node)?;
         }
         if matches!(svc, Service::Domain(_))
-            && matches!(config.access_model, AccessModel::Presence | AccessModel::Roster)
+            && matches!(
+                config.access_model,
+                AccessModel::Presence | AccessModel::Roster
+            )
         {
             return Err(StanzaError::not_acceptable()
                 .with_text("the presence and roster access models are for PEP nodes"));
@@ -900,9 +906,13 @@ impl Engine {
             // §8.2.5: a cancelled form changes nothing.
             return Ok(Outcome::default());
         };
-        node.config.apply_form(form, self.limits.max_items_per_node)?;
+        node.config
+            .apply_form(form, self.limits.max_items_per_node)?;
         if matches!(svc, Service::Domain(_))
-            && matches!(node.config.access_model, AccessModel::Presence | AccessModel::Roster)
+            && matches!(
+                node.config.access_model,
+                AccessModel::Presence | AccessModel::Roster
+            )
         {
             return Err(StanzaError::not_acceptable()
                 .with_text("the presence and roster access models are for PEP nodes"));
@@ -926,7 +936,8 @@ impl Engine {
         let mut notices = Vec::new();
         if node.config.notify_config {
             let event = Element::new_static("event", NS_EVENT).with_child(
-                Element::new_static("configuration", NS_EVENT).with_attr("node", node.name.as_str()),
+                Element::new_static("configuration", NS_EVENT)
+                    .with_attr("node", node.name.as_str()),
             );
             notices.push(Notice {
                 node: Arc::new(node),

@@ -71,7 +71,9 @@ impl ServiceTask {
                 .into_iter()
                 .collect();
         };
-        let to_node = st.to().is_some_and(|t| t.node().is_some() || t.resource().is_some());
+        let to_node = st
+            .to()
+            .is_some_and(|t| t.node().is_some() || t.resource().is_some());
         let result = if to_node {
             Err(StanzaError::service_unavailable())
         } else if p.is("query", ns::DISCO_INFO) && !set {
@@ -94,12 +96,11 @@ impl ServiceTask {
         // Creating nodes is for the server's own accounts (their count is
         // limited per account); everything else is open to any entity the
         // node's access model lets in.
-        if set
-            && p.child("create", NS_PUBSUB).is_some()
-            && from.domain() != self.server_domain
-        {
+        if set && p.child("create", NS_PUBSUB).is_some() && from.domain() != self.server_domain {
             return st
-                .error_reply(&StanzaError::forbidden().with_text("nodes are created by local accounts"))
+                .error_reply(
+                    &StanzaError::forbidden().with_text("nodes are created by local accounts"),
+                )
                 .into_iter()
                 .collect();
         }

@@ -72,8 +72,7 @@ pub trait PubsubStore: Send + Sync + std::fmt::Debug {
         keep: usize,
     ) -> Result<(), StoreError>;
     /// Removes one item; whether it existed.
-    async fn retract_item(&self, service: &str, node: &str, id: &str)
-    -> Result<bool, StoreError>;
+    async fn retract_item(&self, service: &str, node: &str, id: &str) -> Result<bool, StoreError>;
     /// Removes every item of a node.
     async fn purge(&self, service: &str, node: &str) -> Result<(), StoreError>;
     /// Removes every node and item of a service (account removal).
@@ -144,30 +143,66 @@ pub mod conformance {
 
         // Items: publication order, replacement moves to the newest, trimming.
         let p = |s: &str| format!("<p xmlns='urn:x'>{s} &amp; ü</p>");
-        store.put_item(a, "m", &item("1", 10, &p("1")), 3).await.unwrap();
-        store.put_item(a, "m", &item("2", 20, &p("2")), 3).await.unwrap();
-        store.put_item(a, "m", &item("3", 30, &p("3")), 3).await.unwrap();
-        assert_eq!(ids(&store.items(a, "m", None).await.unwrap()), ["1", "2", "3"]);
-        store.put_item(a, "m", &item("1", 40, &p("1b")), 3).await.unwrap();
+        store
+            .put_item(a, "m", &item("1", 10, &p("1")), 3)
+            .await
+            .unwrap();
+        store
+            .put_item(a, "m", &item("2", 20, &p("2")), 3)
+            .await
+            .unwrap();
+        store
+            .put_item(a, "m", &item("3", 30, &p("3")), 3)
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&store.items(a, "m", None).await.unwrap()),
+            ["1", "2", "3"]
+        );
+        store
+            .put_item(a, "m", &item("1", 40, &p("1b")), 3)
+            .await
+            .unwrap();
         let all = store.items(a, "m", None).await.unwrap();
         assert_eq!(ids(&all), ["2", "3", "1"]);
         assert_eq!(all[2], item("1", 40, &p("1b")));
-        assert_eq!(ids(&store.items(a, "m", Some(2)).await.unwrap()), ["3", "1"]);
+        assert_eq!(
+            ids(&store.items(a, "m", Some(2)).await.unwrap()),
+            ["3", "1"]
+        );
         store.put_item(a, "m", &item("4", 50, ""), 3).await.unwrap();
-        assert_eq!(ids(&store.items(a, "m", None).await.unwrap()), ["3", "1", "4"]);
+        assert_eq!(
+            ids(&store.items(a, "m", None).await.unwrap()),
+            ["3", "1", "4"]
+        );
         assert_eq!(store.item(a, "m", "2").await.unwrap(), None);
-        assert_eq!(store.item(a, "m", "4").await.unwrap(), Some(item("4", 50, "")));
+        assert_eq!(
+            store.item(a, "m", "4").await.unwrap(),
+            Some(item("4", 50, ""))
+        );
         // A smaller keep trims at once.
-        store.put_item(a, "m", &item("5", 60, &p("5")), 1).await.unwrap();
+        store
+            .put_item(a, "m", &item("5", 60, &p("5")), 1)
+            .await
+            .unwrap();
         assert_eq!(ids(&store.items(a, "m", None).await.unwrap()), ["5"]);
         // Nodes and services are apart.
         assert!(store.items(b, "m", None).await.unwrap().is_empty());
-        store.put_item(b, "m", &item("x", 1, &p("x")), 5).await.unwrap();
-        store.put_item(a, &n.name, &item("x", 1, &p("y")), 5).await.unwrap();
+        store
+            .put_item(b, "m", &item("x", 1, &p("x")), 5)
+            .await
+            .unwrap();
+        store
+            .put_item(a, &n.name, &item("x", 1, &p("y")), 5)
+            .await
+            .unwrap();
         assert!(store.retract_item(a, "m", "5").await.unwrap());
         assert!(!store.retract_item(a, "m", "5").await.unwrap());
         assert!(store.items(a, "m", None).await.unwrap().is_empty());
-        store.put_item(a, "m", &item("6", 70, &p("6")), 5).await.unwrap();
+        store
+            .put_item(a, "m", &item("6", 70, &p("6")), 5)
+            .await
+            .unwrap();
         store.purge(a, "m").await.unwrap();
         assert!(store.items(a, "m", None).await.unwrap().is_empty());
         assert_eq!(store.items(b, "m", None).await.unwrap().len(), 1);
@@ -178,7 +213,10 @@ pub mod conformance {
         store.save_node(a, &n).await.unwrap();
         assert!(store.items(a, &n.name, None).await.unwrap().is_empty());
         // A whole service goes at once.
-        store.put_item(a, "m", &item("7", 80, &p("7")), 5).await.unwrap();
+        store
+            .put_item(a, "m", &item("7", 80, &p("7")), 5)
+            .await
+            .unwrap();
         store.delete_service(a).await.unwrap();
         assert!(store.nodes(a).await.unwrap().is_empty());
         assert!(store.items(a, "m", None).await.unwrap().is_empty());

@@ -214,12 +214,7 @@ impl PubsubStore for ScyllaStore {
         Ok(())
     }
 
-    async fn retract_item(
-        &self,
-        service: &str,
-        node: &str,
-        id: &str,
-    ) -> Result<bool, StoreError> {
+    async fn retract_item(&self, service: &str, node: &str, id: &str) -> Result<bool, StoreError> {
         let existed = self.item(service, node, id).await?.is_some();
         self.exec(&self.pubsub.delete_item, (service, node, id))
             .await?;

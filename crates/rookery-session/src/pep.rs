@@ -276,7 +276,10 @@ impl LocalSessions {
                 .ok()
                 .and_then(|s| s.get(&owner).and_then(|m| m.get(&who).cloned()));
             if current == Some(Some(p.caps.clone())) {
-                let w = self.pep.wanted(&who, Some(&p.caps)).unwrap_or(wanted.clone());
+                let w = self
+                    .pep
+                    .wanted(&who, Some(&p.caps))
+                    .unwrap_or(wanted.clone());
                 self.pep_send_last(&owner, &who, &w).await;
             }
         }
@@ -310,8 +313,12 @@ impl LocalSessions {
                 continue;
             }
             if let Ok(Some(n)) = engine.last_item_notice(svc, node, who).await {
-                self.pep_send(owner, who, rookery_pubsub::notification(owner.as_str(), who, &n))
-                    .await;
+                self.pep_send(
+                    owner,
+                    who,
+                    rookery_pubsub::notification(owner.as_str(), who, &n),
+                )
+                .await;
             }
         }
     }
@@ -322,13 +329,21 @@ impl LocalSessions {
     pub(crate) async fn pep_notify(&self, owner: &Jid, notices: Vec<Notice>) {
         for n in notices {
             if let Some(only) = &n.only {
-                self.pep_send(owner, only, rookery_pubsub::notification(owner.as_str(), only, &n))
-                    .await;
+                self.pep_send(
+                    owner,
+                    only,
+                    rookery_pubsub::notification(owner.as_str(), only, &n),
+                )
+                .await;
                 continue;
             }
             for to in self.pep_recipients(owner, &n.node).await {
-                self.pep_send(owner, &to, rookery_pubsub::notification(owner.as_str(), &to, &n))
-                    .await;
+                self.pep_send(
+                    owner,
+                    &to,
+                    rookery_pubsub::notification(owner.as_str(), &to, &n),
+                )
+                .await;
             }
         }
     }
@@ -339,7 +354,10 @@ impl LocalSessions {
             .seen
             .lock()
             .ok()
-            .and_then(|s| s.get(owner).map(|m| m.iter().map(|(j, c)| (j.clone(), c.clone())).collect()))
+            .and_then(|s| {
+                s.get(owner)
+                    .map(|m| m.iter().map(|(j, c)| (j.clone(), c.clone())).collect())
+            })
             .unwrap_or_default();
         let mut out: Vec<Jid> = Vec::new();
         let mut relations: HashMap<Jid, Relation> = HashMap::new();

@@ -162,7 +162,10 @@ impl PubsubStore for SqliteStore {
                 "SELECT id, seq, publisher, payload FROM pubsub_items
                  WHERE service = ?1 AND node = ?2 AND id = ?3",
             )
-            .and_then(|mut st| st.query_row(params![service, node, id], item_row).optional())
+            .and_then(|mut st| {
+                st.query_row(params![service, node, id], item_row)
+                    .optional()
+            })
             .map_err(unavailable)
         })
         .await
@@ -181,7 +184,14 @@ impl PubsubStore for SqliteStore {
             tx.execute(
                 "INSERT OR REPLACE INTO pubsub_items (service, node, id, seq, publisher, payload)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![service, node, item.id, item.seq, item.publisher, item.payload],
+                params![
+                    service,
+                    node,
+                    item.id,
+                    item.seq,
+                    item.publisher,
+                    item.payload
+                ],
             )
             .map_err(unavailable)?;
             // XEP-0060 §12.19 / max_items: the oldest beyond `keep` go.
@@ -197,12 +207,7 @@ impl PubsubStore for SqliteStore {
         .await
     }
 
-    async fn retract_item(
-        &self,
-        service: &str,
-        node: &str,
-        id: &str,
-    ) -> Result<bool, StoreError> {
+    async fn retract_item(&self, service: &str, node: &str, id: &str) -> Result<bool, StoreError> {
         let (service, node, id) = (service.to_owned(), node.to_owned(), id.to_owned());
         self.with(move |c| {
             c.execute(

@@ -127,10 +127,11 @@ impl Module for Pep {
             Ok(o) => o,
             Err(e) => return Some(Err(e)),
         };
-        if set && let Some(publish) = p.child("publish", NS_PUBSUB) {
-            if publish.attr("node") == Some(NS_AVATAR_METADATA) {
-                avatar_to_vcard(sessions, &owner, publish).await;
-            }
+        if set
+            && let Some(publish) = p.child("publish", NS_PUBSUB)
+            && publish.attr("node") == Some(NS_AVATAR_METADATA)
+        {
+            avatar_to_vcard(sessions, &owner, publish).await;
         }
         if !out.notices.is_empty() {
             ctx.after_reply(After::Pep(owner, out.notices));
@@ -346,7 +347,10 @@ pub(crate) async fn storage_to_bookmarks(
     };
     let mut notices = Vec::new();
     let mut kept: Vec<String> = Vec::new();
-    for c in storage.children().filter(|c| c.is("conference", NS_BOOKMARKS)) {
+    for c in storage
+        .children()
+        .filter(|c| c.is("conference", NS_BOOKMARKS))
+    {
         let Some(jid) = c.attr("jid").and_then(|j| Jid::parse(j).ok()) else {
             continue;
         };
@@ -395,7 +399,9 @@ pub(crate) async fn storage_to_bookmarks(
             Element::new_static("retract", NS_PUBSUB)
                 .with_attr("node", NS_BOOKMARKS2)
                 .with_attr("notify", "true")
-                .with_child(Element::new_static("item", NS_PUBSUB).with_attr("id", old.id.as_str())),
+                .with_child(
+                    Element::new_static("item", NS_PUBSUB).with_attr("id", old.id.as_str()),
+                ),
         );
         let out = engine.handle(svc, me, true, &pubsub, &rel).await?;
         notices.extend(out.notices);
