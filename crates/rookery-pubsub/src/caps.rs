@@ -43,6 +43,10 @@ impl Caps {
     }
 }
 
+/// An extended disco form (XEP-0128): FORM_TYPE, and the fields sorted by
+/// var with their values sorted.
+type ExtendedForm = (String, Vec<(String, Vec<String>)>);
+
 /// §5.1: the verification string S of a disco#info `<query/>`, or `None`
 /// if §5.4 steps 3.3–3.5 find the answer ill-formed.
 pub fn verification_string(query: &Element) -> Option<String> {
@@ -72,8 +76,7 @@ pub fn verification_string(query: &Element) -> Option<String> {
     if features.windows(2).any(|w| w[0] == w[1]) {
         return None;
     }
-    // (FORM_TYPE, fields sorted by var with their sorted values)
-    let mut forms: Vec<(String, Vec<(String, Vec<String>)>)> = Vec::new();
+    let mut forms: Vec<ExtendedForm> = Vec::new();
     for x in query.children().filter(|c| c.is("x", ns::DATA_FORMS)) {
         let mut form_type: Option<Vec<String>> = None;
         let mut hidden = false;

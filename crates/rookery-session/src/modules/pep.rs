@@ -150,6 +150,10 @@ pub(crate) async fn disco(
     info: bool,
     node: Option<&str>,
 ) -> Option<Result<Element, StanzaError>> {
+    if info && node.is_none() {
+        // The account's own disco#info is the disco module's.
+        return None;
+    }
     let engine = sessions.pep_engine();
     let svc = Service::Pep(account);
     let rel = sessions.pep_relation(account, from).await;
