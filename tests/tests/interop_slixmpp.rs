@@ -221,3 +221,27 @@ async fn slixmpp_muc_join_chat_kick() {
     )
     .await;
 }
+
+/// XEP-0163 with slixmpp's xep_0060/xep_0163/xep_0115/xep_0223/xep_0084/
+/// xep_0048 plugins: OMEMO device lists and bundles published with
+/// publish-options and received by a subscribed contact whose caps the
+/// server verified, private bookmarks, native bookmarks read as private
+/// XML, an avatar copied to the vCard (tests/interop/slixmpp_pep.py).
+#[tokio::test]
+async fn slixmpp_pep_omemo_bookmarks_avatar() {
+    run_interop_script(
+        "slixmpp_pep.py",
+        &[
+            "account disco: pubsub/pep",
+            "device list: bob got the event",
+            "bundle: bob got the event and fetched it",
+            "legacy axolotl nodes",
+            "publish-options mismatch: conflict",
+            "xep_0223: stored, read back, refused to bob",
+            "(#compat)",
+            "avatar: bob got the metadata, the vCard has the photo",
+            "OK",
+        ],
+    )
+    .await;
+}

@@ -552,7 +552,7 @@ async fn config_form_round_trip_and_disco() {
         .await;
     assert_eq!(
         xml(&r),
-        "<iq xmlns='jabber:client' type='result' id='d0' to='alice@localhost/a' from='localhost'><query xmlns='http://jabber.org/protocol/disco#items'><item jid='conference.localhost'/></query></iq>"
+        "<iq xmlns='jabber:client' type='result' id='d0' to='alice@localhost/a' from='localhost'><query xmlns='http://jabber.org/protocol/disco#items'><item jid='conference.localhost'/><item jid='pubsub.localhost'/></query></iq>"
     );
     create(&mut alice, "cfg", "Alice").await;
     let r = alice

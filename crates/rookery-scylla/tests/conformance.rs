@@ -201,3 +201,11 @@ async fn room_store_conformance() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn pubsub_store_conformance() {
+    with_store("pubsub_store_conformance", |s| async move {
+        rookery_pubsub::store::conformance::run(s.as_ref()).await;
+    })
+    .await;
+}

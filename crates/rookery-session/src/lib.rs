@@ -11,6 +11,7 @@ pub mod mam;
 pub mod modules;
 pub mod offline;
 pub mod peers;
+mod pep;
 mod presence;
 pub mod roster;
 pub mod roster_cache;
@@ -168,6 +169,8 @@ pub struct Stores {
     pub last_activity: Arc<dyn LastActivityStore>,
     /// XEP-0313 message archives.
     pub archive: Arc<dyn mam::ArchiveStore>,
+    /// XEP-0163 PEP nodes and items (and those of the pubsub service).
+    pub pubsub: Arc<dyn rookery_pubsub::PubsubStore>,
 }
 
 impl Stores {
@@ -183,6 +186,7 @@ impl Stores {
         self.private.delete_user(user).await?;
         self.last_activity.delete_user(user).await?;
         self.archive.delete_user(user).await?;
+        self.pubsub.delete_service(user.as_str()).await?;
         self.users.delete(user.as_str()).await
     }
 }
@@ -216,6 +220,8 @@ pub struct LocalSessions {
     /// Services on domains of their own (MUC), added at start; every
     /// stanza for their domains goes to them.
     components: RwLock<Vec<Arc<dyn rookery_core::Component>>>,
+    /// XEP-0163: who gets the notifications of the accounts' nodes.
+    pep: pep::PepState,
 }
 
 impl LocalSessions {
@@ -229,7 +235,9 @@ impl LocalSessions {
         metrics: Arc<Metrics>,
     ) -> Arc<LocalSessions> {
         let roster_limits = config.roster_limits();
+        let pep = pep::PepState::new(stores.pubsub.clone());
         Arc::new_cyclic(|me| LocalSessions {
+            pep,
             domain: domain.to_owned(),
             config,
             stores,
@@ -1163,7 +1171,11 @@ impl LocalSessions {
     /// Handles an iq addressed to the server, or to an account on its behalf.
     async fn server_iq(&self, from: &Jid, stanza: &Stanza) {
         if !stanza.is_iq_request() {
-            // Results and errors to the server: nothing is waiting for them here.
+            // Results and errors to the server: nothing is waiting for them
+            // here but the caps queries of PEP (XEP-0115).
+            if stanza.to().is_some_and(|t| t.node().is_some()) {
+                self.pep_iq_response(from, stanza).await;
+            }
             return;
         }
         let target = stanza.to().cloned();
@@ -1184,6 +1196,7 @@ impl LocalSessions {
                 modules::After::PushBlocklist(user, kind, jids) => {
                     self.push_blocklist(&user, kind, &jids)
                 }
+                modules::After::Pep(owner, notices) => self.pep_notify(&owner, notices).await,
             }
         }
     }

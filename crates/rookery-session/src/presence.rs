@@ -107,6 +107,10 @@ impl LocalSessions {
             }
             Some("probe") => self.answer_probe(&to.to_bare(), &from).await,
             _ => {
+                if to.resource().is_none() {
+                    // XEP-0163 §4.3: the account's PEP service sees it.
+                    self.pep_presence(to, &from, &el).await;
+                }
                 let el = Arc::new(el);
                 if to.resource().is_some() {
                     // §4.6.3 / RFC 6120 §10.5.3: a full JID that is not online drops it.
@@ -138,6 +142,8 @@ impl LocalSessions {
         // XEP-0012 §3: when the account was last seen, and what it said.
         self.last_activity_presence(from, stanza.element(), available, was_available)
             .await;
+        // XEP-0163: the account's own resources get its PEP notifications.
+        self.pep_presence(&user, from, stanza.element()).await;
         let roster = match self.stores().roster.roster(&user).await {
             Ok(r) => r,
             Err(e) => {
@@ -238,6 +244,7 @@ impl LocalSessions {
             .with_attr("from", full.as_str());
         if was_available {
             let user = full.to_bare();
+            self.pep_gone(&user, full);
             match self.stores().roster.roster(&user).await {
                 Ok(roster) => {
                     for item in roster.items {

@@ -260,6 +260,7 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
             stores.clone(),
             metrics.clone(),
         );
+        sessions.set_pubsub_limits(config.pubsub.limits());
         // Stanzas for other domains go to the s2s node of their domain.
         sessions.set_remote(rookery_rpc::S2sClient::new(
             membership.clone(),

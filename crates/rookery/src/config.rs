@@ -49,6 +49,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// `[muc]`: XEP-0045 Multi-User Chat.
     pub muc: rookery_muc::MucConfig,
+    /// `[pubsub]`: XEP-0060 service and the limits of PEP nodes.
+    pub pubsub: rookery_pubsub::PubsubConfig,
 }
 
 /// `[drain]`: what a cluster member does on SIGTERM
@@ -421,6 +423,27 @@ impl Config {
                 "muc.max_occupants_per_room must be at least 1"
             );
         }
+        if self.pubsub.enabled {
+            let d = if self.pubsub.domain.is_empty() {
+                format!("pubsub.{}", self.server.domain)
+            } else {
+                self.pubsub.domain.clone()
+            };
+            self.pubsub.domain = rookery_jid::prep_domainpart(&d)
+                .map_err(|e| anyhow::anyhow!("pubsub.domain {d:?}: {e}"))?
+                .into_owned();
+            anyhow::ensure!(
+                self.pubsub.domain != self.server.domain
+                    && (!self.muc.enabled || self.pubsub.domain != self.muc.domain),
+                "pubsub.domain must differ from server.domain and muc.domain"
+            );
+        }
+        anyhow::ensure!(
+            self.pubsub.max_items_per_node >= 1
+                && self.pubsub.max_nodes_per_user >= 1
+                && self.pubsub.max_item_bytes >= 1,
+            "pubsub.max_items_per_node, max_nodes_per_user and max_item_bytes must be at least 1"
+        );
         if self.store.backend == StoreBackend::Scylla {
             let s = &self.store.scylla;
             s.check()

@@ -153,6 +153,7 @@ pub fn stores(store: &SqliteStore) -> Stores {
         private: Arc::new(store.clone()),
         last_activity: Arc::new(store.clone()),
         archive: Arc::new(store.clone()),
+        pubsub: Arc::new(store.clone()),
     })
 }
 
@@ -427,6 +428,26 @@ pub(crate) fn start_muc(config: &Config, store: &StoreHandle, sessions: &Arc<Loc
     sessions.add_component(muc);
 }
 
+/// Starts the XEP-0060 service on its domain, when `[pubsub] enabled`
+/// (docs/decisions/0019-pubsub-pep.md), and gives PEP its limits.
+pub(crate) fn start_pubsub(config: &Config, store: &StoreHandle, sessions: &Arc<LocalSessions>) {
+    sessions.set_pubsub_limits(config.pubsub.limits());
+    if !config.pubsub.enabled {
+        return;
+    }
+    let weak: std::sync::Weak<LocalSessions> = Arc::downgrade(sessions);
+    let router: std::sync::Weak<dyn rookery_core::ComponentRouter> = weak;
+    let pubsub = rookery_pubsub::Pubsub::start(
+        &config.pubsub.domain,
+        &config.server.domain,
+        &config.pubsub,
+        store.stores().pubsub,
+        router,
+    );
+    info!(domain = %config.pubsub.domain, "pubsub service");
+    sessions.add_component(pubsub);
+}
+
 /// Starts every role of a single-node server.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let domain = config.server.domain.clone();
@@ -454,6 +475,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics.clone(),
     );
     start_muc(&config, &store, &sessions);
+    start_pubsub(&config, &store, &sessions);
     let (tls, identity) = tls_identity(&config)?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -78,9 +78,15 @@ impl Module for Disco {
         if stanza.stanza_type() != Some("get") {
             return Some(Err(StanzaError::bad_request("disco is a get")));
         }
+        // XEP-0060 §5: an account's PEP nodes and items.
+        if let Some(account) = ctx.account
+            && let Some(r) =
+                super::pep::disco(ctx.sessions, account, ctx.from, info, p.attr("node")).await
+        {
+            return Some(r.map(Some));
+        }
         // §3.2 / §4.2: nodes we do not have.
-        if let Some(node) = p.attr("node") {
-            let _ = node;
+        if p.attr("node").is_some() {
             return Some(Err(StanzaError::item_not_found()));
         }
         if !info {
@@ -104,8 +110,18 @@ impl Module for Disco {
                         .with_attr("category", "account")
                         .with_attr("type", "registered"),
                 );
+                // XEP-0163 §6.1: and it is a PEP service.
+                q.push_child(
+                    Element::new_static("identity", ns::DISCO_INFO)
+                        .with_attr("category", "pubsub")
+                        .with_attr("type", "pep"),
+                );
                 // XEP-0313 §7: every account's bare JID hosts its archive.
-                for f in [ns::DISCO_INFO, crate::mam::NS, crate::mam::NS_EXTENDED] {
+                let pep = super::pep::account_features();
+                for f in [ns::DISCO_INFO, crate::mam::NS, crate::mam::NS_EXTENDED]
+                    .into_iter()
+                    .chain(pep)
+                {
                     q.push_child(
                         Element::new_static("feature", ns::DISCO_INFO).with_attr("var", f),
                     );

@@ -7,6 +7,7 @@ mod disco;
 pub mod extdisco;
 pub mod last;
 mod mam;
+pub(crate) mod pep;
 mod ping;
 pub mod private;
 mod register;
@@ -93,6 +94,8 @@ pub enum After {
     Route(Jid, Stanza),
     /// Push a block list change (XEP-0191) to the interested resources.
     PushBlocklist(Jid, &'static str, Vec<Jid>),
+    /// Deliver the notifications of an account's PEP nodes (XEP-0163).
+    Pep(Jid, Vec<rookery_pubsub::Notice>),
 }
 
 impl IqContext<'_> {
@@ -258,6 +261,7 @@ impl Modules {
         modules.push(Box::new(blocking::Blocking));
         modules.push(Box::new(carbons::Carbons));
         modules.push(Box::new(mam::Mam));
+        modules.push(Box::new(pep::Pep));
         if !config.external_services.is_empty() {
             modules.push(Box::new(extdisco::ExtDisco {
                 services: config.external_services.clone(),

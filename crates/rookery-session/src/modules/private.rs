@@ -273,6 +273,17 @@ impl Module for Private {
             }
             let mut q = Element::new_static("query", ns::PRIVATE);
             for c in children {
+                // XEP-0402 §5.3: bookmarks are the native ones, if any.
+                if c.is("storage", super::pep::NS_BOOKMARKS) {
+                    match super::pep::bookmarks_as_storage(ctx.sessions, &me).await {
+                        Ok(Some(el)) => {
+                            q.push_child(el);
+                            continue;
+                        }
+                        Ok(None) => {}
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
                 match store.private_item(&me, c.ns(), c.name()).await {
                     Ok(Some(xml)) => match parse_stored(&xml) {
                         Ok(el) => q.push_child(el),
@@ -287,6 +298,18 @@ impl Module for Private {
         }
         let mut items: Vec<PrivateItem> = Vec::with_capacity(children.len());
         for c in children {
+            // XEP-0402 §5.3.2: written as native bookmarks instead.
+            if c.is("storage", super::pep::NS_BOOKMARKS) {
+                match super::pep::storage_to_bookmarks(ctx.sessions, &me, c).await {
+                    Ok(notices) => {
+                        if !notices.is_empty() {
+                            ctx.after_reply(super::After::Pep(me.clone(), notices));
+                        }
+                        continue;
+                    }
+                    Err(e) => return Some(Err(e)),
+                }
+            }
             let item = PrivateItem {
                 namespace: c.ns().to_owned(),
                 name: c.name().to_owned(),
@@ -295,6 +318,9 @@ impl Module for Private {
             // The last of several elements with one key wins.
             items.retain(|i| (&i.namespace, &i.name) != (&item.namespace, &item.name));
             items.push(item);
+        }
+        if items.is_empty() {
+            return Some(Ok(None));
         }
         Some(
             match store.put_private(&me, &items, self.max_bytes as u64).await {
