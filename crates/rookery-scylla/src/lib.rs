@@ -38,6 +38,7 @@ mod mam;
 mod muc;
 mod offline;
 mod private;
+mod push;
 mod roster;
 mod users;
 mod vcard;
@@ -63,6 +64,10 @@ pub const SCHEMA: &[(&str, &str)] = &[
     ),
     ("008_mam", include_str!("../schema/008_mam.cql")),
     ("009_muc_rooms", include_str!("../schema/009_muc_rooms.cql")),
+    (
+        "010_push_registrations",
+        include_str!("../schema/010_push_registrations.cql"),
+    ),
 ];
 
 /// The `[store.scylla]` section of the configuration.
@@ -345,6 +350,7 @@ pub struct ScyllaStore {
     last: last::Statements,
     mam: mam::Statements,
     muc: muc::Statements,
+    push: push::Statements,
 }
 
 async fn open_session(cfg: &ScyllaConfig) -> Result<Session, StoreError> {
@@ -497,6 +503,7 @@ impl ScyllaStore {
             last: last::Statements::prepare(&p).await?,
             mam: mam::Statements::prepare(&p).await?,
             muc: muc::Statements::prepare(&p).await?,
+            push: push::Statements::prepare(&p).await?,
             ids: Ids::new(),
             keyspace: ks,
             session,
@@ -519,6 +526,7 @@ impl ScyllaStore {
             private: self.clone(),
             last_activity: self.clone(),
             archive: self.clone(),
+            push: self.clone(),
         }
     }
 

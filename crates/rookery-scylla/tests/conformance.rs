@@ -201,3 +201,11 @@ async fn room_store_conformance() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn push_store_conformance() {
+    with_store("push_store_conformance", |s| async move {
+        rookery_session::modules::push::conformance::run(s.as_ref()).await;
+    })
+    .await;
+}

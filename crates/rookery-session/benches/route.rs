@@ -100,7 +100,8 @@ fn stores() -> Stores {
         vcards: Arc::new(store.clone()),
         private: Arc::new(store.clone()),
         last_activity: Arc::new(store.clone()),
-        archive: Arc::new(store),
+        archive: Arc::new(store.clone()),
+        push: Arc::new(store),
     }
 }
 

@@ -72,7 +72,8 @@ async fn setup() -> Setup {
         vcards: Arc::new(store.clone()),
         private: Arc::new(store.clone()),
         last_activity: Arc::new(store.clone()),
-        archive: Arc::new(store),
+        archive: Arc::new(store.clone()),
+        push: Arc::new(store),
     };
     let sessions = LocalSessions::new(
         DOMAIN,

@@ -31,6 +31,7 @@ mod mam;
 mod muc;
 mod offline;
 mod private;
+mod push;
 mod roster;
 mod users;
 mod vcard;
@@ -48,6 +49,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("last-activity-1", last::SCHEMA_1),
     ("mam-1", mam::SCHEMA_1),
     ("muc-1", muc::SCHEMA_1),
+    ("push-1", push::SCHEMA_1),
 ];
 
 /// Seconds since the Unix epoch.

@@ -153,6 +153,7 @@ pub fn stores(store: &SqliteStore) -> Stores {
         private: Arc::new(store.clone()),
         last_activity: Arc::new(store.clone()),
         archive: Arc::new(store.clone()),
+        push: Arc::new(store.clone()),
     })
 }
 

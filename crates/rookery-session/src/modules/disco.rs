@@ -13,6 +13,8 @@ const SERVERINFO: &str = "http://jabber.org/network/serverinfo";
 pub(crate) struct Disco {
     /// XEP-0157 contact addresses.
     pub(crate) contact: super::ContactAddresses,
+    /// XEP-0357 §4.1: push notifications are offered on accounts.
+    pub(crate) push: bool,
 }
 
 impl Disco {
@@ -105,7 +107,11 @@ impl Module for Disco {
                         .with_attr("type", "registered"),
                 );
                 // XEP-0313 §7: every account's bare JID hosts its archive.
-                for f in [ns::DISCO_INFO, crate::mam::NS, crate::mam::NS_EXTENDED] {
+                let push = self.push.then_some(super::push::NS);
+                for f in [ns::DISCO_INFO, crate::mam::NS, crate::mam::NS_EXTENDED]
+                    .into_iter()
+                    .chain(push)
+                {
                     q.push_child(
                         Element::new_static("feature", ns::DISCO_INFO).with_attr("var", f),
                     );
