@@ -375,8 +375,10 @@ async fn notification_while_detached() {
     let n = notification(&mut app2, "n1").await;
     answer_result(&mut app2, &n).await;
     // A headline does not.
-    b2.send("<message to='alice@localhost/phone' type='headline' id='h1'><body>news</body></message>")
-        .await;
+    b2.send(
+        "<message to='alice@localhost/phone' type='headline' id='h1'><body>news</body></message>",
+    )
+    .await;
     nothing_more(&mut b2, &mut app2, "marker2").await;
 }
 
@@ -394,8 +396,10 @@ async fn notification_while_offline_with_sender_and_body() {
     let mut a = s.online("alice", "phone").await;
     enable(&mut a, "yxs32uqsflafdk3iuqo").await;
     offline(&s, a).await;
-    b.send("<message to='alice@localhost' id='m1'><body>Wherefore art thou, Romeo?</body></message>")
-        .await;
+    b.send(
+        "<message to='alice@localhost' id='m1'><body>Wherefore art thou, Romeo?</body></message>",
+    )
+    .await;
     let n = notification(&mut app, "yxs32uqsflafdk3iuqo").await;
     let fields = format!(
         "{}<field var='last-message-sender'><value>bob@localhost/balcony</value></field>\

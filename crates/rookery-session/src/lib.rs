@@ -1261,14 +1261,14 @@ impl LocalSessions {
             match self.deliver_full(&to, stanza.shared()) {
                 Ok(()) => {
                     if stanza.kind() == StanzaKind::Message {
-                        let mut got = self.send_carbons(
+                        let copied = self.send_carbons(
                             "received",
                             &bare,
                             std::slice::from_ref(&to),
                             stanza.element(),
                         );
-                        got.push(to);
                         // XEP-0357: to hibernated sessions.
+                        let got = [std::slice::from_ref(&to), &copied];
                         self.push_delivered(&bare, &got, from, stanza.element())
                             .await;
                     }
@@ -1325,11 +1325,10 @@ impl LocalSessions {
                     self.reply_error(from, &stanza, StanzaError::resource_constraint());
                 }
                 if delivered {
-                    let mut got: Vec<Jid> = targets.into_iter().map(|(j, _)| j).collect();
+                    let got: Vec<Jid> = targets.into_iter().map(|(j, _)| j).collect();
                     let copied = self.send_carbons("received", &bare, &got, stanza.element());
-                    got.extend(copied);
                     // XEP-0357: to hibernated sessions.
-                    self.push_delivered(&bare, &got, from, stanza.element())
+                    self.push_delivered(&bare, &[&got, &copied], from, stanza.element())
                         .await;
                 }
             }

@@ -14,7 +14,7 @@
 //! notification.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -234,7 +234,10 @@ pub fn worthy(el: &Element) -> bool {
         match (c.ns(), c.name()) {
             (ns::CLIENT, "body") => body |= !c.text().is_empty(),
             (ns::CLIENT, "subject") if kind == "groupchat" => return false,
-            ("eu.siacs.conversations.axolotl" | "urn:xmpp:omemo:1" | "urn:xmpp:omemo:2", "encrypted")
+            (
+                "eu.siacs.conversations.axolotl" | "urn:xmpp:omemo:1" | "urn:xmpp:omemo:2",
+                "encrypted",
+            )
             | ("jabber:x:encrypted", "x")
             | ("urn:xmpp:openpgp:0", "openpgp")
             | ("urn:xmpp:jingle-message:0", "propose")
@@ -487,7 +490,8 @@ impl PushModule {
         };
         let mut forms = p.children().filter(|c| c.is("x", ns::DATA_FORMS));
         let form = forms.next();
-        if forms.next().is_some() || p.children().count() > usize::from(form.is_some()) {
+        // Other children (extensions of some clients) are ignored.
+        if forms.next().is_some() {
             return Err(StanzaError::bad_request(
                 "enable carries at most one publish-options form",
             ));
@@ -509,8 +513,9 @@ impl PushModule {
                 }
                 let xml = x.to_xml_string();
                 if xml.len() > MAX_OPTIONS_BYTES {
-                    return Err(StanzaError::policy_violation()
-                        .with_text("publish options too large"));
+                    return Err(
+                        StanzaError::policy_violation().with_text("publish options too large")
+                    );
                 }
                 Some(xml)
             }
@@ -571,14 +576,14 @@ impl LocalSessions {
         self.notify_push(pusher, bare, from, el, |_| true).await;
     }
 
-    /// A message was delivered to the resources `to` of `bare`: those
-    /// whose XEP-0198 session is detached cannot read it, so the
-    /// registrations they enabled are notified.
-    pub(crate) async fn push_delivered(&self, bare: &Jid, to: &[Jid], from: &Jid, el: &Element) {
+    /// A message was delivered (or copied as a carbon) to the resources
+    /// `to` of `bare`: those whose XEP-0198 session is detached cannot read
+    /// it, so the registrations they enabled are notified.
+    pub(crate) async fn push_delivered(&self, bare: &Jid, to: &[&[Jid]], from: &Jid, el: &Element) {
         let Some(pusher) = self.modules().pusher() else {
             return;
         };
-        if to.is_empty() || !worthy(el) {
+        if !worthy(el) {
             return;
         }
         let detached: Vec<Jid> = match self.shard(bare).read() {
@@ -587,7 +592,8 @@ impl LocalSessions {
                 .into_iter()
                 .flatten()
                 .filter(|r| {
-                    to.contains(&r.jid) && r.sm.as_ref().is_some_and(|s| s.is_detached())
+                    r.sm.as_ref().is_some_and(|s| s.is_detached())
+                        && to.iter().any(|t| t.contains(&r.jid))
                 })
                 .map(|r| r.jid.clone())
                 .collect(),
@@ -706,7 +712,15 @@ impl LocalSessions {
                 .filter(|b| !b.is_empty());
             let sender = pusher.config.include_sender.then(|| from.as_str());
             let id = new_id();
-            let iq = notification(&self.domain, &id, reg, count, sender, body.as_deref(), options);
+            let iq = notification(
+                &self.domain,
+                &id,
+                reg,
+                count,
+                sender,
+                body.as_deref(),
+                options,
+            );
             let stanza = match Stanza::parse(iq) {
                 Ok(s) => s,
                 Err((_, e)) => {
@@ -773,9 +787,7 @@ mod tests {
         assert!(!worthy(&m(
             "<message xmlns='jabber:client' type='groupchat'><subject>topic</subject><body>x</body></message>"
         )));
-        assert!(!worthy(&m(
-            "<presence xmlns='jabber:client'/>"
-        )));
+        assert!(!worthy(&m("<presence xmlns='jabber:client'/>")));
     }
 
     /// §7 Example 13, with every summary field.
@@ -787,7 +799,9 @@ mod tests {
             client: "user@example.com/mobile".into(),
             options: None,
         };
-        let options = m("<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field><field var='secret'><value>eruio234vzxc2kla-91</value></field></x>");
+        let options = m(
+            "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field><field var='secret'><value>eruio234vzxc2kla-91</value></field></x>",
+        );
         let iq = notification(
             "example.com",
             "n12",
