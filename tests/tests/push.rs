@@ -458,7 +458,7 @@ async fn error_answer_disables_the_registration() {
     offline(&s, a).await;
     b.send("<message to='alice@localhost' type='chat' id='m1'><body>1</body></message>")
         .await;
-    let mut got = vec![
+    let mut got = [
         notification_any(&mut app).await,
         notification_any(&mut app).await,
     ];
@@ -474,7 +474,7 @@ async fn error_answer_disables_the_registration() {
     assert_eq!(registrations(&s, "alice").await.len(), 2);
     b.send("<message to='alice@localhost' type='chat' id='m2'><body>2</body></message>")
         .await;
-    let mut got = vec![
+    let mut got = [
         notification_any(&mut app).await,
         notification_any(&mut app).await,
     ];
