@@ -245,3 +245,20 @@ async fn slixmpp_pep_omemo_bookmarks_avatar() {
     )
     .await;
 }
+
+/// XEP-0357 with stock slixmpp: one client enables push, another acts as
+/// the app server and receives the notification once the first is gone
+/// (tests/interop/slixmpp_push.py).
+#[tokio::test]
+async fn slixmpp_push_notification() {
+    run_interop_script(
+        "slixmpp_push.py",
+        &[
+            "account advertises urn:xmpp:push:0",
+            "notification received with the summary and the publish options",
+            "offline message delivered after login",
+            "push disabled",
+        ],
+    )
+    .await;
+}

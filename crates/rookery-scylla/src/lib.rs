@@ -39,6 +39,7 @@ mod muc;
 mod offline;
 mod private;
 mod pubsub;
+mod push;
 mod roster;
 mod users;
 mod vcard;
@@ -65,6 +66,10 @@ pub const SCHEMA: &[(&str, &str)] = &[
     ("008_mam", include_str!("../schema/008_mam.cql")),
     ("009_muc_rooms", include_str!("../schema/009_muc_rooms.cql")),
     ("010_pubsub", include_str!("../schema/010_pubsub.cql")),
+    (
+        "011_push_registrations",
+        include_str!("../schema/011_push_registrations.cql"),
+    ),
 ];
 
 /// The `[store.scylla]` section of the configuration.
@@ -348,6 +353,7 @@ pub struct ScyllaStore {
     mam: mam::Statements,
     muc: muc::Statements,
     pubsub: pubsub::Statements,
+    push: push::Statements,
 }
 
 async fn open_session(cfg: &ScyllaConfig) -> Result<Session, StoreError> {
@@ -501,6 +507,7 @@ impl ScyllaStore {
             mam: mam::Statements::prepare(&p).await?,
             muc: muc::Statements::prepare(&p).await?,
             pubsub: pubsub::Statements::prepare(&p).await?,
+            push: push::Statements::prepare(&p).await?,
             ids: Ids::new(),
             keyspace: ks,
             session,
@@ -524,6 +531,7 @@ impl ScyllaStore {
             last_activity: self.clone(),
             archive: self.clone(),
             pubsub: self.clone(),
+            push: self.clone(),
         }
     }
 

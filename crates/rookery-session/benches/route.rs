@@ -102,6 +102,7 @@ fn stores() -> Stores {
         last_activity: Arc::new(store.clone()),
         archive: Arc::new(store.clone()),
         pubsub: Arc::new(store),
+        push: Arc::new(store),
     }
 }
 

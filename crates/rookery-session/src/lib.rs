@@ -171,6 +171,8 @@ pub struct Stores {
     pub archive: Arc<dyn mam::ArchiveStore>,
     /// XEP-0163 PEP nodes and items (and those of the pubsub service).
     pub pubsub: Arc<dyn rookery_pubsub::PubsubStore>,
+    /// XEP-0357 push registrations.
+    pub push: Arc<dyn modules::push::PushStore>,
 }
 
 impl Stores {
@@ -187,6 +189,7 @@ impl Stores {
         self.last_activity.delete_user(user).await?;
         self.archive.delete_user(user).await?;
         self.pubsub.delete_service(user.as_str()).await?;
+        self.push.delete_user(user).await?;
         self.users.delete(user.as_str()).await
     }
 }
@@ -483,6 +486,8 @@ impl LocalSessions {
             .await
         {
             Ok(true) => {
+                // XEP-0357: the account's devices learn of it.
+                self.push_offline(bare, from, &el).await;
                 if let Some(id) = pending {
                     self.append_archive(bare, from, id, el).await;
                 }
@@ -709,23 +714,27 @@ impl LocalSessions {
 
     /// XEP-0280 §7/§8: copies of `original` to the carbons-enabled resources
     /// of `user` other than those in `except`.
+    /// Returns the resources copied.
     fn send_carbons(
         &self,
         direction: &'static str,
         user: &Jid,
         except: &[Jid],
         original: &Element,
-    ) {
+    ) -> Vec<Jid> {
         if !carbons::eligible(original) {
-            return;
+            return Vec::new();
         }
         let targets = self.resources_where(user, |r| r.carbons && !except.contains(&r.jid));
+        let mut copied = Vec::with_capacity(targets.len());
         for (to, link) in targets {
             let _ = self.push(
                 &link,
                 Arc::new(carbons::wrap(direction, user, &to, original)),
             );
+            copied.push(to);
         }
+        copied
     }
 
     fn with_resource<T>(&self, jid: &Jid, f: impl FnOnce(&mut Resource) -> T) -> Option<T> {
@@ -1098,6 +1107,11 @@ impl LocalSessions {
             });
             return;
         }
+        if to.node().is_none() {
+            // An answer to the server itself: an error it caused for one
+            // of its own requests (a push notification, XEP-0357 §7.1).
+            return self.answer_to_server(el);
+        }
         let _ = self.deliver_full(to, Arc::new(el));
     }
 
@@ -1171,10 +1185,13 @@ impl LocalSessions {
     /// Handles an iq addressed to the server, or to an account on its behalf.
     async fn server_iq(&self, from: &Jid, stanza: &Stanza) {
         if !stanza.is_iq_request() {
-            // Results and errors to the server: nothing is waiting for them
-            // here but the caps queries of PEP (XEP-0115).
+            // Results and errors to the server: the caps queries of PEP
+            // (XEP-0115, sent from the account) and the answers to push
+            // notifications (XEP-0357 §7.1, sent from the domain).
             if stanza.to().is_some_and(|t| t.node().is_some()) {
                 self.pep_iq_response(from, stanza).await;
+            } else {
+                self.push_answer(from, stanza).await;
             }
             return;
         }
@@ -1258,12 +1275,16 @@ impl LocalSessions {
             match self.deliver_full(&to, stanza.shared()) {
                 Ok(()) => {
                     if stanza.kind() == StanzaKind::Message {
-                        self.send_carbons(
+                        let copied = self.send_carbons(
                             "received",
                             &bare,
                             std::slice::from_ref(&to),
                             stanza.element(),
                         );
+                        // XEP-0357: to hibernated sessions.
+                        let got = [std::slice::from_ref(&to), &copied];
+                        self.push_delivered(&bare, &got, from, stanza.element())
+                            .await;
                     }
                     return;
                 }
@@ -1319,7 +1340,10 @@ impl LocalSessions {
                 }
                 if delivered {
                     let got: Vec<Jid> = targets.into_iter().map(|(j, _)| j).collect();
-                    self.send_carbons("received", &bare, &got, stanza.element());
+                    let copied = self.send_carbons("received", &bare, &got, stanza.element());
+                    // XEP-0357: to hibernated sessions.
+                    self.push_delivered(&bare, &[&got, &copied], from, stanza.element())
+                        .await;
                 }
             }
             StanzaKind::Presence => {
@@ -1392,6 +1416,7 @@ impl SessionService for LocalSessions {
         }
         debug!(jid = %jid, "bound");
         self.notify(&jid);
+        self.push_client_back(&jid);
         if !unacked.is_empty() {
             self.reroute_unacked(&jid, unacked).await;
         }
@@ -1538,6 +1563,7 @@ impl SessionService for LocalSessions {
         let jid = r.jid.clone();
         drop(shard);
         debug!(jid = %jid, "resumed");
+        self.push_client_back(&jid);
         if let Some(peers) = self.peers.get() {
             peers.resource_changed(&jid, old_conn, None);
         }

@@ -74,6 +74,7 @@ async fn setup() -> Setup {
         last_activity: Arc::new(store.clone()),
         archive: Arc::new(store.clone()),
         pubsub: Arc::new(store),
+        push: Arc::new(store),
     };
     let sessions = LocalSessions::new(
         DOMAIN,

@@ -32,6 +32,7 @@ mod muc;
 mod offline;
 mod private;
 mod pubsub;
+mod push;
 mod roster;
 mod users;
 mod vcard;
@@ -50,6 +51,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("mam-1", mam::SCHEMA_1),
     ("muc-1", muc::SCHEMA_1),
     ("pubsub-1", pubsub::SCHEMA_1),
+    ("push-1", push::SCHEMA_1),
 ];
 
 /// Seconds since the Unix epoch.

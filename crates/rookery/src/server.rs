@@ -154,6 +154,7 @@ pub fn stores(store: &SqliteStore) -> Stores {
         last_activity: Arc::new(store.clone()),
         archive: Arc::new(store.clone()),
         pubsub: Arc::new(store.clone()),
+        push: Arc::new(store.clone()),
     })
 }
 

@@ -13,6 +13,8 @@ const SERVERINFO: &str = "http://jabber.org/network/serverinfo";
 pub(crate) struct Disco {
     /// XEP-0157 contact addresses.
     pub(crate) contact: super::ContactAddresses,
+    /// XEP-0357 §4.1: push notifications are offered on accounts.
+    pub(crate) push: bool,
 }
 
 impl Disco {
@@ -118,9 +120,11 @@ impl Module for Disco {
                 );
                 // XEP-0313 §7: every account's bare JID hosts its archive.
                 let pep = super::pep::account_features();
+                let push = self.push.then_some(super::push::NS);
                 for f in [ns::DISCO_INFO, crate::mam::NS, crate::mam::NS_EXTENDED]
                     .into_iter()
                     .chain(pep)
+                    .chain(push)
                 {
                     q.push_child(
                         Element::new_static("feature", ns::DISCO_INFO).with_attr("var", f),

@@ -10,6 +10,7 @@ mod mam;
 pub(crate) mod pep;
 mod ping;
 pub mod private;
+pub mod push;
 mod register;
 mod roster;
 mod time;
@@ -167,6 +168,8 @@ pub struct ModulesConfig {
     /// `[[modules.external_services]]`: XEP-0215 external services (STUN,
     /// TURN) offered to the server's users.
     pub external_services: Vec<extdisco::ExternalService>,
+    /// `[modules.push]`: XEP-0357 push notifications.
+    pub push: push::PushConfig,
 }
 
 /// XEP-0157 §7.1: the contact addresses of the service, as URIs
@@ -220,6 +223,7 @@ impl Default for ModulesConfig {
             private_max_bytes: 1024 * 1024,
             contact: ContactAddresses::default(),
             external_services: Vec::new(),
+            push: push::PushConfig::default(),
         }
     }
 }
@@ -229,6 +233,8 @@ impl Default for ModulesConfig {
 pub struct Modules {
     modules: Vec<Box<dyn Module>>,
     features: Vec<&'static str>,
+    /// XEP-0357 notifications, when enabled.
+    pusher: Option<push::Pusher>,
 }
 
 impl Modules {
@@ -241,6 +247,7 @@ impl Modules {
         let mut modules: Vec<Box<dyn Module>> = vec![
             Box::new(disco::Disco {
                 contact: config.contact.clone(),
+                push: config.push.enabled,
             }),
             Box::new(ping::Ping),
             Box::new(time::EntityTime),
@@ -267,6 +274,11 @@ impl Modules {
                 services: config.external_services.clone(),
             }));
         }
+        if config.push.enabled {
+            modules.push(Box::new(push::PushModule {
+                config: config.push.clone(),
+            }));
+        }
         if config.password_change || config.account_removal {
             modules.push(Box::new(register::Register {
                 password_change: config.password_change,
@@ -280,7 +292,20 @@ impl Modules {
             .collect();
         features.sort_unstable();
         features.dedup();
-        Modules { modules, features }
+        let pusher = config
+            .push
+            .enabled
+            .then(|| push::Pusher::new(config.push.clone()));
+        Modules {
+            modules,
+            features,
+            pusher,
+        }
+    }
+
+    /// XEP-0357 notifications, when the module is enabled.
+    pub fn pusher(&self) -> Option<&push::Pusher> {
+        self.pusher.as_ref()
     }
 
     /// Every feature advertised.
