@@ -119,7 +119,12 @@ impl UploadHttp {
 }
 
 fn status(code: StatusCode, why: &'static str) -> Response {
-    (code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], why).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        why,
+    )
+        .into_response()
 }
 
 async fn preflight(State(up): State<UploadHttp>) -> Response {
@@ -227,7 +232,10 @@ async fn put_inner(
         ),
         Err(PutError::Incomplete(e)) => {
             debug!(id = %slot.id, error = %e, "upload incomplete");
-            status(StatusCode::BAD_REQUEST, "body shorter than Content-Length\n")
+            status(
+                StatusCode::BAD_REQUEST,
+                "body shorter than Content-Length\n",
+            )
         }
         Err(e) => {
             warn!(id = %slot.id, error = %e, "cannot store an upload");

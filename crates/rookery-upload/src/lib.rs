@@ -119,7 +119,9 @@ impl UploadConfig {
             return Err("upload.max_file_size must be at least 1".into());
         }
         if self.slot_ttl_secs == 0 || self.quota_window_secs == 0 {
-            return Err("upload.slot_ttl_secs and upload.quota_window_secs must be at least 1".into());
+            return Err(
+                "upload.slot_ttl_secs and upload.quota_window_secs must be at least 1".into(),
+            );
         }
         if self.file_ttl_secs != 0 && self.file_ttl_secs <= self.slot_ttl_secs {
             return Err(
@@ -218,7 +220,9 @@ pub async fn cleanup(
                 for id in ids {
                     match store.delete(&id).await {
                         Ok(_) => tracing::debug!(%id, "expired upload deleted"),
-                        Err(e) => tracing::warn!(%id, error = %e, "cannot delete an expired upload"),
+                        Err(e) => {
+                            tracing::warn!(%id, error = %e, "cannot delete an expired upload")
+                        }
                     }
                 }
             }

@@ -114,7 +114,9 @@ impl Service {
             _ => return None,
         }
         let q = st.element().first_child();
-        let to_service = st.to().is_some_and(|t| t.node().is_none() && t.resource().is_none());
+        let to_service = st
+            .to()
+            .is_some_and(|t| t.node().is_none() && t.resource().is_none());
         match (st.stanza_type(), q.map(|q| (q.name(), q.ns()))) {
             (Some("get"), Some(("query", ns::DISCO_INFO)))
                 if to_service && q.and_then(|q| q.attr("node")).is_none() =>
@@ -174,11 +176,17 @@ impl Service {
         req: &Element,
         now: u64,
     ) -> Result<Element, (StanzaError, Option<Element>)> {
-        let from = st.from().ok_or((StanzaError::bad_request("no sender"), None))?;
+        let from = st
+            .from()
+            .ok_or((StanzaError::bad_request("no sender"), None))?;
         // §6 Example 13: who may not upload gets <forbidden/>.
         if from.node().is_none()
             || (from.domain() != self.server_domain
-                && !self.config.allowed_domains.iter().any(|d| d == from.domain()))
+                && !self
+                    .config
+                    .allowed_domains
+                    .iter()
+                    .any(|d| d == from.domain()))
         {
             return Err((
                 StanzaError::forbidden().with_text("Only local users may upload files"),
@@ -219,13 +227,12 @@ impl Service {
         let max = self.config.max_file_size;
         if size > max {
             return Err((
-                StanzaError::not_acceptable()
-                    .with_text(format!("File too large. The maximum file size is {max} bytes")),
-                Some(
-                    Element::new_static("file-too-large", NS_UPLOAD).with_child(
-                        Element::new_static("max-file-size", NS_UPLOAD).with_text(max.to_string()),
-                    ),
-                ),
+                StanzaError::not_acceptable().with_text(format!(
+                    "File too large. The maximum file size is {max} bytes"
+                )),
+                Some(Element::new_static("file-too-large", NS_UPLOAD).with_child(
+                    Element::new_static("max-file-size", NS_UPLOAD).with_text(max.to_string()),
+                )),
             ));
         }
         let media = content_type
@@ -233,7 +240,8 @@ impl Service {
             .map_or("application/octet-stream", |(m, _)| m.as_str());
         if !type_allowed(&self.config.allowed_content_types, media) {
             return Err((
-                StanzaError::not_acceptable().with_text(format!("Files of type {media} are not allowed")),
+                StanzaError::not_acceptable()
+                    .with_text(format!("Files of type {media} are not allowed")),
                 None,
             ));
         }
@@ -287,7 +295,8 @@ impl Service {
         let start = now.saturating_sub(window);
         // Forget every account's old grants now and then, not only this one's.
         if self.granted.len() > 1024 {
-            self.granted.retain(|_, g| g.back().is_some_and(|(t, _)| *t > start));
+            self.granted
+                .retain(|_, g| g.back().is_some_and(|(t, _)| *t > start));
         }
         let grants = self.granted.entry(account.to_owned()).or_default();
         while grants.front().is_some_and(|(t, _)| *t <= start) {
@@ -345,7 +354,15 @@ mod tests {
             media_type("Text/Plain; charset=utf-8").as_deref(),
             Some("text/plain")
         );
-        for bad in ["", "image", "/jpeg", "image/", "ima ge/jpeg", "a/b\r\nX: y", "é/x"] {
+        for bad in [
+            "",
+            "image",
+            "/jpeg",
+            "image/",
+            "ima ge/jpeg",
+            "a/b\r\nX: y",
+            "é/x",
+        ] {
             assert_eq!(media_type(bad), None, "{bad:?}");
         }
         let allowed = vec!["image/*".to_owned(), "application/pdf".to_owned()];
@@ -426,14 +443,38 @@ mod tests {
         };
         let a = "a@localhost/r";
         for (req, want) in [
-            ("<request xmlns='urn:xmpp:http:upload:0' filename='a.txt' size='5'/>", "result"),
-            ("<request xmlns='urn:xmpp:http:upload:0' filename='' size='5'/>", "bad-request"),
-            ("<request xmlns='urn:xmpp:http:upload:0' size='5'/>", "bad-request"),
-            ("<request xmlns='urn:xmpp:http:upload:0' filename='a/b' size='5'/>", "bad-request"),
-            ("<request xmlns='urn:xmpp:http:upload:0' filename='a.txt' size='0'/>", "bad-request"),
-            ("<request xmlns='urn:xmpp:http:upload:0' filename='a.txt' size='-5'/>", "bad-request"),
-            ("<request xmlns='urn:xmpp:http:upload:0' filename='a.txt' size='1e3'/>", "bad-request"),
-            ("<request xmlns='urn:xmpp:http:upload:0' filename='a.txt'/>", "bad-request"),
+            (
+                "<request xmlns='urn:xmpp:http:upload:0' filename='a.txt' size='5'/>",
+                "result",
+            ),
+            (
+                "<request xmlns='urn:xmpp:http:upload:0' filename='' size='5'/>",
+                "bad-request",
+            ),
+            (
+                "<request xmlns='urn:xmpp:http:upload:0' size='5'/>",
+                "bad-request",
+            ),
+            (
+                "<request xmlns='urn:xmpp:http:upload:0' filename='a/b' size='5'/>",
+                "bad-request",
+            ),
+            (
+                "<request xmlns='urn:xmpp:http:upload:0' filename='a.txt' size='0'/>",
+                "bad-request",
+            ),
+            (
+                "<request xmlns='urn:xmpp:http:upload:0' filename='a.txt' size='-5'/>",
+                "bad-request",
+            ),
+            (
+                "<request xmlns='urn:xmpp:http:upload:0' filename='a.txt' size='1e3'/>",
+                "bad-request",
+            ),
+            (
+                "<request xmlns='urn:xmpp:http:upload:0' filename='a.txt'/>",
+                "bad-request",
+            ),
             (
                 "<request xmlns='urn:xmpp:http:upload:0' filename='a.txt' size='5' content-type='text'/>",
                 "bad-request",

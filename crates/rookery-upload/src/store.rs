@@ -167,9 +167,7 @@ impl FileStore for DiskStore {
                     // replace it): the first complete upload wins for good.
                     Ok(()) => match tokio::fs::hard_link(&part, &data).await {
                         Ok(()) => Ok(()),
-                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                            Err(PutError::Exists)
-                        }
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(PutError::Exists),
                         Err(e) => Err(e.into()),
                     },
                     Err(e) => Err(e.into()),

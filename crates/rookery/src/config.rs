@@ -49,6 +49,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// `[muc]`: XEP-0045 Multi-User Chat.
     pub muc: rookery_muc::MucConfig,
+    /// `[upload]`: XEP-0363 HTTP File Upload (docs/decisions/0020-http-upload.md).
+    pub upload: rookery_upload::UploadConfig,
 }
 
 /// `[drain]`: what a cluster member does on SIGTERM
@@ -421,6 +423,13 @@ impl Config {
                 "muc.max_occupants_per_room must be at least 1"
             );
         }
+        self.upload
+            .check(&self.server.domain)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        anyhow::ensure!(
+            !(self.upload.enabled && self.muc.enabled && self.upload.domain == self.muc.domain),
+            "upload.domain must differ from muc.domain"
+        );
         if self.store.backend == StoreBackend::Scylla {
             let s = &self.store.scylla;
             s.check()
