@@ -59,6 +59,10 @@ fn stamp(unix: u64) -> String {
     .unwrap_or_default()
 }
 
+/// Why a slot is refused: the stanza error and its application-specific
+/// element (XEP-0363 §6).
+type Refusal = Box<(StanzaError, Option<Element>)>;
+
 pub(crate) struct Service {
     config: UploadConfig,
     server_domain: String,
@@ -132,7 +136,10 @@ impl Service {
                 let req = q.cloned()?;
                 Some(match self.request(st, &req, now) {
                     Ok(slot) => st.iq_result(Some(slot)),
-                    Err((e, app)) => error_reply(st, &e, app)?,
+                    Err(refusal) => {
+                        let (e, app) = *refusal;
+                        error_reply(st, &e, app)?
+                    }
                 })
             }
             _ => st.error_reply(&StanzaError::service_unavailable()),
@@ -170,15 +177,10 @@ impl Service {
     }
 
     /// §4 and §6: a slot, or why not.
-    fn request(
-        &mut self,
-        st: &Stanza,
-        req: &Element,
-        now: u64,
-    ) -> Result<Element, (StanzaError, Option<Element>)> {
+    fn request(&mut self, st: &Stanza, req: &Element, now: u64) -> Result<Element, Refusal> {
         let from = st
             .from()
-            .ok_or((StanzaError::bad_request("no sender"), None))?;
+            .ok_or_else(|| Box::new((StanzaError::bad_request("no sender"), None)))?;
         // §6 Example 13: who may not upload gets <forbidden/>.
         if from.node().is_none()
             || (from.domain() != self.server_domain
@@ -188,10 +190,10 @@ impl Service {
                     .iter()
                     .any(|d| d == from.domain()))
         {
-            return Err((
+            return Err(Box::new((
                 StanzaError::forbidden().with_text("Only local users may upload files"),
                 None,
-            ));
+            )));
         }
         let filename = req.attr("filename").unwrap_or_default();
         if filename.is_empty()
@@ -200,18 +202,22 @@ impl Service {
                 .chars()
                 .any(|c| c == '/' || c == '\\' || c.is_control())
         {
-            return Err((StanzaError::bad_request("Invalid file name"), None));
+            return Err(Box::new((
+                StanzaError::bad_request("Invalid file name"),
+                None,
+            )));
         }
         let size = req
             .attr("size")
             .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|s| s.parse::<u64>().ok())
             .filter(|s| *s > 0)
-            .ok_or((StanzaError::bad_request("Invalid file size"), None))?;
+            .ok_or_else(|| Box::new((StanzaError::bad_request("Invalid file size"), None)))?;
         let content_type = match req.attr("content-type").filter(|t| !t.is_empty()) {
             Some(t) => {
-                let media = media_type(t)
-                    .ok_or((StanzaError::bad_request("Invalid content type"), None))?;
+                let media = media_type(t).ok_or_else(|| {
+                    Box::new((StanzaError::bad_request("Invalid content type"), None))
+                })?;
                 // What the PUT must repeat; parameters (`charset=…`) are
                 // kept only if they are plain visible ASCII.
                 let kept = if t.bytes().all(|b| (0x20..0x7f).contains(&b)) {
@@ -226,36 +232,36 @@ impl Service {
         // §6 Example 11.
         let max = self.config.max_file_size;
         if size > max {
-            return Err((
+            return Err(Box::new((
                 StanzaError::not_acceptable().with_text(format!(
                     "File too large. The maximum file size is {max} bytes"
                 )),
                 Some(Element::new_static("file-too-large", NS_UPLOAD).with_child(
                     Element::new_static("max-file-size", NS_UPLOAD).with_text(max.to_string()),
                 )),
-            ));
+            )));
         }
         let media = content_type
             .as_ref()
             .map_or("application/octet-stream", |(m, _)| m.as_str());
         if !type_allowed(&self.config.allowed_content_types, media) {
-            return Err((
+            return Err(Box::new((
                 StanzaError::not_acceptable()
                     .with_text(format!("Files of type {media} are not allowed")),
                 None,
-            ));
+            )));
         }
         // §6 Example 12: the quota, with when to retry.
         let account = from.to_bare().as_str().to_owned();
         if let Some(retry) = self.over_quota(&account, size, now) {
             let quota = self.config.quota_bytes_per_user;
             let window = self.config.quota_window_secs;
-            return Err((
+            return Err(Box::new((
                 StanzaError::resource_constraint().with_text(format!(
                     "Quota reached. You can only upload {quota} bytes in {window} seconds"
                 )),
                 Some(Element::new_static("retry", NS_UPLOAD).with_attr("stamp", stamp(retry))),
-            ));
+            )));
         }
         let slot = Slot {
             id: FileId::random(),
