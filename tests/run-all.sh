@@ -8,10 +8,14 @@ cd "$(dirname "$0")/.."
 # slixmpp for the interop tests (run with /usr/bin/python3), redis-server
 # (and redis-cli) for the rookery-cluster tests, which start their own;
 # python3-venv for the Helm chart's tests (their packages come from PyPI);
-# prosody (with lua-unbound, its resolver) for the federation interop test.
+# prosody (with lua-unbound, its resolver) for the federation interop test;
+# python3-aiohttp (slixmpp's XEP-0363 plugin) and curl for the HTTP upload
+# tests (tests/tests/upload.rs).
 missing=()
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 /usr/bin/python3 -c 'import slixmpp' >/dev/null 2>&1 || missing+=(python3-slixmpp)
+/usr/bin/python3 -c 'import aiohttp' >/dev/null 2>&1 || missing+=(python3-aiohttp)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 [ -x /usr/bin/prosody ] || missing+=(prosody)

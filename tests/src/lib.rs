@@ -57,6 +57,9 @@ impl TestServer {
         // No federation (and so no DNS) unless a test turns it on: stanzas
         // to other domains get remote-server-not-found at once.
         config.s2s.enabled = false;
+        // No HTTP upload service (and so no upload.localhost in the
+        // server's disco#items) unless a test turns it on.
+        config.upload.enabled = false;
         // Fast failure answers in tests; the throttle itself has a unit test.
         config.c2s.auth_failure_delay_ms = 10;
         config.c2s.auth_failure_max_delay_ms = 50;

@@ -22,7 +22,8 @@ use crate::{WAIT, insecure_tls};
 pub const FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
 pub const HTTPBIND: &str = "http://jabber.org/protocol/httpbind";
 
-async fn tls(addr: SocketAddr) -> TlsStream<TcpStream> {
+/// A TLS connection to `addr` (the test certificate is not checked).
+pub async fn tls(addr: SocketAddr) -> TlsStream<TcpStream> {
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     TlsConnector::from(insecure_tls(&[&rustls::version::TLS13], false))

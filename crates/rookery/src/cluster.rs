@@ -352,7 +352,19 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
         );
         (out.c2s_addrs, out.direct_tls_addrs) =
             serve_c2s(&c2s, &config, &mut out.c2s_tasks).await?;
-        (out.web_addrs, out.web_tls_addrs) = serve_web(&c2s, &config, &mut out.c2s_tasks).await?;
+        // XEP-0363 slot URLs: checked by their signature, so any cm takes
+        // a PUT (docs/decisions/0020-http-upload.md).
+        let upload = crate::upload::http(
+            &config,
+            &server_secret(&data_dir)?,
+            &shutdown_rx,
+            &mut tasks,
+        )?;
+        let routes = upload
+            .map(|(h, _)| h.router())
+            .unwrap_or_else(axum::Router::new);
+        (out.web_addrs, out.web_tls_addrs, _) =
+            serve_web(&c2s, &config, routes, &mut out.c2s_tasks).await?;
         out.c2s = Some(c2s);
     }
     out.http_addrs = serve_http(&config, &metrics, &out.ready, &shutdown_rx, &mut tasks).await?;

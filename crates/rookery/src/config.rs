@@ -51,6 +51,8 @@ pub struct Config {
     pub muc: rookery_muc::MucConfig,
     /// `[pubsub]`: XEP-0060 service and the limits of PEP nodes.
     pub pubsub: rookery_pubsub::PubsubConfig,
+    /// `[upload]`: XEP-0363 HTTP File Upload (docs/decisions/0020-http-upload.md).
+    pub upload: rookery_upload::UploadConfig,
 }
 
 /// `[drain]`: what a cluster member does on SIGTERM
@@ -443,6 +445,15 @@ impl Config {
                 && self.pubsub.max_nodes_per_user >= 1
                 && self.pubsub.max_item_bytes >= 1,
             "pubsub.max_items_per_node, max_nodes_per_user and max_item_bytes must be at least 1"
+        );
+        self.upload
+            .check(&self.server.domain)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        anyhow::ensure!(
+            !(self.upload.enabled
+                && ((self.muc.enabled && self.upload.domain == self.muc.domain)
+                    || (self.pubsub.enabled && self.upload.domain == self.pubsub.domain))),
+            "upload.domain must differ from muc.domain and pubsub.domain"
         );
         if self.store.backend == StoreBackend::Scylla {
             let s = &self.store.scylla;

@@ -7,5 +7,6 @@ pub mod config;
 pub mod http;
 pub mod server;
 pub mod telemetry;
+pub mod upload;
 
 pub use config::Config;

@@ -347,13 +347,16 @@ pub(crate) async fn serve_c2s(
     Ok((starttls, direct))
 }
 
-/// Binds the web transport listeners (WebSocket, BOSH, host-meta) and
-/// serves them on `tasks`; returns the plain and the HTTPS addresses.
+/// Binds the web transport listeners (WebSocket, BOSH, host-meta, and
+/// `routes` of other features) and serves them on `tasks`; returns the
+/// plain and the HTTPS addresses and the public URL (empty without a
+/// listener).
 pub(crate) async fn serve_web(
     c2s: &Arc<C2s>,
     config: &Config,
+    routes: axum::Router,
     tasks: &mut JoinSet<()>,
-) -> anyhow::Result<(Vec<SocketAddr>, Vec<SocketAddr>)> {
+) -> anyhow::Result<(Vec<SocketAddr>, Vec<SocketAddr>, String)> {
     let plain = bind_all(&config.web.listen, "web").await?;
     let tls = bind_all(&config.web.tls_listen, "web TLS").await?;
     // XEP-0156: advertised as configured, or the domain with the port
@@ -368,11 +371,11 @@ pub(crate) async fn serve_web(
                 port => format!("https://{domain}:{port}"),
             },
             (None, Some(l)) => format!("http://{domain}:{}", l.local_addr()?.port()),
-            (None, None) => return Ok((Vec::new(), Vec::new())),
+            (None, None) => return Ok((Vec::new(), Vec::new(), String::new())),
         }
     };
-    let web = rookery_cm::Web::new(c2s.clone(), config.web.clone(), &public_url);
-    let mut out = (Vec::new(), Vec::new());
+    let web = rookery_cm::Web::with_routes(c2s.clone(), config.web.clone(), &public_url, routes);
+    let mut out = (Vec::new(), Vec::new(), public_url.clone());
     for (l, is_tls) in plain
         .into_iter()
         .map(|l| (l, false))
@@ -509,7 +512,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         telemetry,
     };
     (running.c2s_addrs, running.direct_tls_addrs) = serve_c2s(&c2s, &config, &mut tasks).await?;
-    (running.web_addrs, running.web_tls_addrs) = serve_web(&c2s, &config, &mut tasks).await?;
+    let upload = crate::upload::http(&config, &secret, &shutdown_rx, &mut tasks)?;
+    let routes = upload
+        .as_ref()
+        .map(|(h, _)| h.router())
+        .unwrap_or_else(axum::Router::new);
+    let web_url;
+    (running.web_addrs, running.web_tls_addrs, web_url) =
+        serve_web(&c2s, &config, routes, &mut tasks).await?;
+    if let Some((_, signer)) = upload {
+        crate::upload::start_service(&config, &web_url, signer, &sessions);
+    }
     if let Some(role) = serve_s2s(
         &config,
         &secret,

@@ -92,6 +92,9 @@ pub struct Web {
     /// Held (shared) by every WebSocket and BOSH stream; taken exclusively
     /// once they are all gone.
     streams: Arc<RwLock<()>>,
+    /// Routes of other features served on this listener (XEP-0363 slot
+    /// URLs), with their own state, body handling and CORS.
+    routes: Router,
 }
 
 impl std::fmt::Debug for Web {
@@ -152,6 +155,17 @@ impl Web {
     /// The web transports over `c2s`. `public_url`: the base URL to
     /// advertise (the caller derives the default from the bound address).
     pub fn new(c2s: Arc<C2s>, config: WebConfig, public_url: &str) -> Arc<Web> {
+        Web::with_routes(c2s, config, public_url, Router::new())
+    }
+
+    /// [`Web::new`], also serving `routes` (paths apart from the
+    /// transports'; the transports' body limit does not apply to them).
+    pub fn with_routes(
+        c2s: Arc<C2s>,
+        config: WebConfig,
+        public_url: &str,
+        routes: Router,
+    ) -> Arc<Web> {
         let bosh = bosh::Sessions::new(&config, c2s.metrics.clone());
         Arc::new(Web {
             c2s,
@@ -159,6 +173,7 @@ impl Web {
             public_url: public_url.trim_end_matches('/').to_owned(),
             bosh,
             streams: Arc::new(RwLock::new(())),
+            routes,
         })
     }
 
@@ -193,6 +208,7 @@ impl Web {
             let (tx, rx) = mpsc::channel(64);
             let acceptor = tokio::spawn(accept_tls(
                 self.c2s.clone(),
+                http_acceptor(&self.c2s.tls),
                 listener,
                 tx,
                 self.c2s.shutdown.clone(),
@@ -240,6 +256,7 @@ impl Web {
                 self.c2s.config.max_stanza_bytes.saturating_add(1024),
             ))
             .with_state(state)
+            .merge(self.routes.clone())
     }
 
     /// The CORS headers of every answer (browsers read BOSH answers and
@@ -299,10 +316,22 @@ struct StreamPermit {
     _live: tokio::sync::OwnedRwLockReadGuard<()>,
 }
 
+/// The c2s TLS configuration (same reloading certificate) with the ALPN of
+/// HTTP/1.1: the c2s one offers only `xmpp-client` (XEP-0368), and rustls
+/// refuses a client whose ALPN list shares nothing with the server's (RFC
+/// 7301 §3.2) — every browser and HTTP library offers `h2`/`http/1.1`.
+/// Clients that send no ALPN are served as before.
+fn http_acceptor(c2s: &tokio_rustls::TlsAcceptor) -> tokio_rustls::TlsAcceptor {
+    let mut config = (**c2s.config()).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
 /// Accepts TCP connections and hands them over once their TLS handshake is
 /// done.
 async fn accept_tls(
     c2s: Arc<C2s>,
+    acceptor: tokio_rustls::TlsAcceptor,
     listener: TcpListener,
     tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
     mut shutdown: watch::Receiver<bool>,
@@ -322,7 +351,7 @@ async fn accept_tls(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = c2s.tls.clone();
+        let acceptor = acceptor.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
