@@ -206,6 +206,11 @@ async fn room_store_conformance() {
 async fn pubsub_store_conformance() {
     with_store("pubsub_store_conformance", |s| async move {
         rookery_pubsub::store::conformance::run(s.as_ref()).await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn push_store_conformance() {
     with_store("push_store_conformance", |s| async move {
         rookery_session::modules::push::conformance::run(s.as_ref()).await;

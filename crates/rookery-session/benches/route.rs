@@ -101,7 +101,7 @@ fn stores() -> Stores {
         private: Arc::new(store.clone()),
         last_activity: Arc::new(store.clone()),
         archive: Arc::new(store.clone()),
-        pubsub: Arc::new(store),
+        pubsub: Arc::new(store.clone()),
         push: Arc::new(store),
     }
 }

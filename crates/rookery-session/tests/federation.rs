@@ -73,7 +73,7 @@ async fn setup() -> Setup {
         private: Arc::new(store.clone()),
         last_activity: Arc::new(store.clone()),
         archive: Arc::new(store.clone()),
-        pubsub: Arc::new(store),
+        pubsub: Arc::new(store.clone()),
         push: Arc::new(store),
     };
     let sessions = LocalSessions::new(
