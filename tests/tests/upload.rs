@@ -216,7 +216,7 @@ async fn discovery() {
         .await;
     assert_eq!(
         r.to_xml_string(),
-        "<iq xmlns='jabber:client' type='result' id='step_01' to='alice@localhost/garden' from='localhost'><query xmlns='http://jabber.org/protocol/disco#items'><item jid='conference.localhost'/><item jid='upload.localhost'/></query></iq>"
+        "<iq xmlns='jabber:client' type='result' id='step_01' to='alice@localhost/garden' from='localhost'><query xmlns='http://jabber.org/protocol/disco#items'><item jid='conference.localhost'/><item jid='pubsub.localhost'/><item jid='upload.localhost'/></query></iq>"
     );
     let r = c
         .iq("<iq id='step_02' to='upload.localhost' type='get'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
