@@ -660,3 +660,81 @@ pub async fn roster_state(
             )
         })
 }
+
+/// A canonical form of an element: attributes sorted, namespaces explicit,
+/// so that two elements compare equal whatever their attribute order.
+pub fn canon(el: &Element) -> String {
+    let mut attrs: Vec<String> = el
+        .attrs()
+        .iter()
+        .map(|a| {
+            format!(
+                "{{{}}}{}={:?}",
+                a.ns.as_deref().unwrap_or(""),
+                a.name,
+                a.value
+            )
+        })
+        .collect();
+    attrs.sort();
+    let mut out = format!("<{{{}}}{} {}>", el.ns(), el.name(), attrs.join(" "));
+    for n in el.nodes() {
+        match n {
+            rookery_xml::Node::Element(c) => out.push_str(&canon(c)),
+            rookery_xml::Node::Text(t) => out.push_str(&format!("{t:?}")),
+        }
+    }
+    out.push_str("</>");
+    out
+}
+
+/// Parses a stanza as a client stream would (default namespace `jabber:client`).
+pub fn stanza(xml: &str) -> Element {
+    Element::parse(&format!("<x xmlns='jabber:client'>{xml}</x>"))
+        .expect("well-formed XML")
+        .first_child()
+        .expect("one element")
+        .clone()
+}
+
+/// Asserts that `got` is exactly the element written in `expected`
+/// (compared in [`canon`]ical form).
+#[track_caller]
+pub fn assert_xml(got: &Element, expected: &str) {
+    assert_eq!(
+        canon(got),
+        canon(&stanza(expected)),
+        "\n got: {got}\nwant: {expected}"
+    );
+}
+
+/// [`assert_xml`] for a server's reply: an `id` the server chose (absent
+/// from `expected`) is not compared, and of an error reply, which carries
+/// the request's payload (RFC 6120 §8.3.1), only the error is.
+#[track_caller]
+pub fn assert_reply_xml(got: &Element, expected: &str) {
+    let want = stanza(expected);
+    let mut got = got.clone();
+    if want.attr("id").is_none() {
+        got.remove_attr("id");
+    }
+    if got.attr("type") == Some("error") && want.attr("type") == Some("error") {
+        got.retain_children(|c| c.name() == "error");
+    }
+    assert_eq!(canon(&got), canon(&want), "\n got: {got}\nwant: {expected}");
+}
+
+/// Waits until the async condition `cond` holds (checked every 20 ms),
+/// failing the test with `what` after [`WAIT`]. For conditions only
+/// visible by asking (a metric, an HTTP answer).
+pub async fn wait_for<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !cond().await {
+        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

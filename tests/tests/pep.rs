@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use base64::Engine as _;
-use rookery_e2e::{RawClient, TestServer};
-use rookery_xml::{Element, Node};
+use rookery_e2e::{RawClient, TestServer, assert_reply_xml};
+use rookery_xml::Element;
 use sha1::Digest as _;
 
 const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
@@ -13,57 +13,6 @@ const EVENT: &str = "http://jabber.org/protocol/pubsub#event";
 const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 const TUNE: &str = "http://jabber.org/protocol/tune";
 const CAPS_NODE: &str = "https://example.org/testclient";
-
-/// A canonical form: attributes sorted, namespaces explicit.
-fn canon(el: &Element) -> String {
-    let mut attrs: Vec<String> = el
-        .attrs()
-        .iter()
-        .map(|a| {
-            format!(
-                "{{{}}}{}={:?}",
-                a.ns.as_deref().unwrap_or(""),
-                a.name,
-                a.value
-            )
-        })
-        .collect();
-    attrs.sort();
-    let mut out = format!("<{{{}}}{} {}>", el.ns(), el.name(), attrs.join(" "));
-    for n in el.nodes() {
-        match n {
-            Node::Element(c) => out.push_str(&canon(c)),
-            Node::Text(t) => out.push_str(&format!("{t:?}")),
-        }
-    }
-    out.push_str("</>");
-    out
-}
-
-fn stanza(xml: &str) -> Element {
-    Element::parse(&format!("<x xmlns='jabber:client'>{xml}</x>"))
-        .unwrap()
-        .first_child()
-        .unwrap()
-        .clone()
-}
-
-/// Asserts that `got` is exactly `expected`; an `id` the server chose
-/// (absent from `expected`) is not compared.
-#[track_caller]
-fn assert_xml(got: &Element, expected: &str) {
-    let want = stanza(expected);
-    let mut got = got.clone();
-    if want.attr("id").is_none() {
-        got.remove_attr("id");
-    }
-    // An error reply carries the request's payload (RFC 6120 §8.3.1):
-    // only the error is compared.
-    if got.attr("type") == Some("error") && want.attr("type") == Some("error") {
-        got.retain_children(|c| c.name() == "error");
-    }
-    assert_eq!(canon(&got), canon(&want), "\n got: {got}\nwant: {expected}");
-}
 
 /// XEP-0115 §5.1 for an identity `client/pc//Test` and these features.
 fn ver(features: &[&str]) -> String {
@@ -145,7 +94,7 @@ async fn caps_presence(c: &mut RawClient, me: &str, tag: &str, notify: &[&str]) 
         .await;
     let id = q.attr("id").unwrap().to_owned();
     let from = q.attr("from").unwrap().to_owned();
-    assert_xml(
+    assert_reply_xml(
         &q,
         &format!(
             "<iq type='get' id='{id}' from='{from}' to='{me}'><query xmlns='{DISCO_INFO}' node='{CAPS_NODE}#{v}'/></iq>"
@@ -207,14 +156,14 @@ async fn publish_notifies_contacts_that_want_it() {
     sync(&mut a).await;
 
     let r = publish_tune(&mut a, "bffe6584-0f5f-4ff5-8d83-a49357a6e3dd").await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &format!(
             "<iq type='result' id='pub-bffe6584-0f5f-4ff5-8d83-a49357a6e3dd' to='alice@localhost/home'><pubsub xmlns='{PUBSUB}'><publish node='{TUNE}'><item id='bffe6584-0f5f-4ff5-8d83-a49357a6e3dd'/></publish></pubsub></iq>"
         ),
     );
     let m = next_event(&mut b).await;
-    assert_xml(
+    assert_reply_xml(
         &m,
         &format!(
             "<message from='alice@localhost' to='bob@localhost/phone' type='headline'><event xmlns='{EVENT}'><items node='{TUNE}'><item id='bffe6584-0f5f-4ff5-8d83-a49357a6e3dd'>{TUNE_ITEM}</item></items></event></message>"
@@ -233,7 +182,7 @@ async fn publish_notifies_contacts_that_want_it() {
         ))
         .await;
     assert_eq!(r.attr("type"), Some("result"), "{r}");
-    assert_xml(
+    assert_reply_xml(
         &next_event(&mut b).await,
         &format!(
             "<message from='alice@localhost' to='bob@localhost/phone' type='headline'><event xmlns='{EVENT}'><items node='{TUNE}'><retract id='bffe6584-0f5f-4ff5-8d83-a49357a6e3dd'/></items></event></message>"
@@ -246,7 +195,7 @@ async fn publish_notifies_contacts_that_want_it() {
         ))
         .await;
     assert_eq!(r.attr("type"), Some("result"), "{r}");
-    assert_xml(
+    assert_reply_xml(
         &next_event(&mut b).await,
         &format!(
             "<message from='alice@localhost' to='bob@localhost/phone' type='headline'><event xmlns='{EVENT}'><delete node='{TUNE}'/></event></message>"
@@ -257,7 +206,7 @@ async fn publish_notifies_contacts_that_want_it() {
             "<iq type='get' id='gone'><pubsub xmlns='{PUBSUB}'><items node='{TUNE}'/></pubsub></iq>"
         ))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         "<iq type='error' id='gone' to='alice@localhost/home'><error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>",
     );
@@ -283,7 +232,7 @@ async fn last_item_on_available_presence() {
         got.push(next_event(&mut b).await);
     }
     let m = got.iter().find(|e| e.name() == "message").unwrap();
-    assert_xml(
+    assert_reply_xml(
         m,
         &format!(
             "<message from='alice@localhost' to='bob@localhost/tablet' type='headline'><event xmlns='{EVENT}'><items node='{TUNE}'><item id='t1'>{TUNE_ITEM}</item></items></event></message>"
@@ -300,7 +249,7 @@ async fn last_item_on_available_presence() {
         ver(&refs)
     ))
     .await;
-    assert_xml(
+    assert_reply_xml(
         &next_event(&mut a2).await,
         &format!(
             "<message from='alice@localhost' to='alice@localhost/work' type='headline'><event xmlns='{EVENT}'><items node='{TUNE}'><item id='t1'>{TUNE_ITEM}</item></items></event></message>"
@@ -368,7 +317,7 @@ async fn access_models_and_bad_input() {
             "<iq type='set' to='alice@localhost' id='p1'><pubsub xmlns='{PUBSUB}'><publish node='{TUNE}'><item>{TUNE_ITEM}</item></publish></pubsub></iq>"
         ))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &err(
             "p1",
@@ -384,7 +333,7 @@ async fn access_models_and_bad_input() {
             "<iq type='set' to='alice@localhost' id='p2'><pubsub xmlns='{PUBSUB}'><publish node='urn:new'><item><x xmlns='urn:new'/></item></publish></pubsub></iq>"
         ))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &err(
             "p2",
@@ -402,7 +351,7 @@ async fn access_models_and_bad_input() {
             "<iq type='get' to='alice@localhost' id='i1'><pubsub xmlns='{PUBSUB}'><items node='{TUNE}'/></pubsub></iq>"
         ))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &format!(
             "<iq type='result' id='i1' from='alice@localhost' to='bob@localhost/phone'><pubsub xmlns='{PUBSUB}'><items node='{TUNE}'><item id='t1'>{TUNE_ITEM}</item></items></pubsub></iq>"
@@ -413,7 +362,7 @@ async fn access_models_and_bad_input() {
             "<iq type='get' to='alice@localhost' id='i2'><pubsub xmlns='{PUBSUB}'><items node='{TUNE}'/></pubsub></iq>"
         ))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &err(
             "i2",
@@ -430,7 +379,7 @@ async fn access_models_and_bad_input() {
             "<iq type='get' to='alice@localhost' id='i3'><pubsub xmlns='{PUBSUB}'><items node='urn:none'/></pubsub></iq>"
         ))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &err(
             "i3",
@@ -449,7 +398,7 @@ async fn access_models_and_bad_input() {
             "<iq type='set' id='big'><pubsub xmlns='{PUBSUB}'><publish node='urn:big'><item><x xmlns='urn:big'>{big}</x></item></publish></pubsub></iq>"
         ))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         "<iq type='error' id='big' to='alice@localhost/home'><error type='modify'><not-acceptable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/><text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas' xml:lang='en'>items are limited to 300 bytes</text><payload-too-big xmlns='http://jabber.org/protocol/pubsub#errors'/></error></iq>",
     );
@@ -505,7 +454,7 @@ async fn access_models_and_bad_input() {
             "<iq type='get' to='alice@localhost' id='w1'><pubsub xmlns='{PUBSUB}'><items node='urn:xmpp:bookmarks:1'/></pubsub></iq>"
         ))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &err(
             "w1",
@@ -528,7 +477,7 @@ async fn access_models_and_bad_input() {
             "<iq type='get' to='alice@localhost' id='rg'><pubsub xmlns='{PUBSUB}'><items node='urn:friends'/></pubsub></iq>"
         ))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &err(
             "rg",
@@ -551,7 +500,7 @@ async fn access_models_and_bad_input() {
     let r = a
         .iq(&format!("<iq type='set' id='cr2'><pubsub xmlns='{PUBSUB}'><create node='urn:friends'/></pubsub></iq>"))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         "<iq type='error' id='cr2' to='alice@localhost/home'><error type='cancel'><conflict xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/><text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas' xml:lang='en'>the node exists</text></error></iq>",
     );
@@ -583,7 +532,7 @@ async fn bookmarks_compat_with_private_xml() {
     let r = a
         .iq("<iq type='get' id='pv1'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'/></query></iq>")
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         "<iq type='result' id='pv1' to='alice@localhost/home'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'><conference jid='theplay@conference.shakespeare.lit' name='The Play&apos;s the Thing' autojoin='true'><nick>JC</nick></conference><conference jid='orchard@conference.shakespeare.lit' name='The Orchard' autojoin='true'><nick>JC</nick></conference></storage></query></iq>",
     );
@@ -597,7 +546,7 @@ async fn bookmarks_compat_with_private_xml() {
             "<iq type='get' id='it'><pubsub xmlns='{PUBSUB}'><items node='urn:xmpp:bookmarks:1'/></pubsub></iq>"
         ))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &format!(
             "<iq type='result' id='it' to='alice@localhost/home'><pubsub xmlns='{PUBSUB}'><items node='urn:xmpp:bookmarks:1'><item id='theplay@conference.shakespeare.lit'><conference xmlns='urn:xmpp:bookmarks:1' name='The Play'><nick>JC</nick><password>pw</password></conference></item><item id='council@conference.shakespeare.lit'><conference xmlns='urn:xmpp:bookmarks:1' name='Council'/></item></items></pubsub></iq>"
@@ -632,7 +581,7 @@ async fn avatar_is_copied_to_the_vcard() {
     let r = a
         .iq("<iq type='get' id='v'><vCard xmlns='vcard-temp'/></iq>")
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &format!(
             "<iq type='result' id='v' to='alice@localhost/home'><vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE><BINVAL>{b64}</BINVAL></PHOTO></vCard></iq>"
@@ -646,7 +595,7 @@ async fn avatar_is_copied_to_the_vcard() {
     let r = a
         .iq("<iq type='get' id='v2'><vCard xmlns='vcard-temp'/></iq>")
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         "<iq type='result' id='v2' to='alice@localhost/home'><vCard xmlns='vcard-temp'/></iq>",
     );
@@ -678,7 +627,7 @@ async fn omemo_device_list_and_bundles() {
             ))
             .await;
         assert_eq!(r.attr("type"), Some("result"), "{r}");
-        assert_xml(
+        assert_reply_xml(
             &next_event(&mut b).await,
             &format!(
                 "<message from='alice@localhost' to='bob@localhost/phone' type='headline'><event xmlns='{EVENT}'><items node='{node}'><item id='{item}'>{payload}</item></items></event></message>"
@@ -712,7 +661,7 @@ async fn omemo_device_list_and_bundles() {
                 "<iq type='get' to='alice@localhost' id='f-{item}'><pubsub xmlns='{PUBSUB}'><items node='{node}'><item id='{item}'/></items></pubsub></iq>"
             ))
             .await;
-        assert_xml(
+        assert_reply_xml(
             &r,
             &format!(
                 "<iq type='result' id='f-{item}' from='alice@localhost' to='carol@localhost/pc'><pubsub xmlns='{PUBSUB}'><items node='{node}'><item id='{item}'>{payload}</item></items></pubsub></iq>"
@@ -725,7 +674,7 @@ async fn omemo_device_list_and_bundles() {
             "<iq type='get' to='alice@localhost' id='dl'><pubsub xmlns='{PUBSUB}'><items node='{devices}' max_items='1'/></pubsub></iq>"
         ))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &format!(
             "<iq type='result' id='dl' from='alice@localhost' to='carol@localhost/pc'><pubsub xmlns='{PUBSUB}'><items node='{devices}'><item id='current'>{list2}</item></items></pubsub></iq>"
@@ -771,7 +720,7 @@ async fn account_disco() {
             "<iq type='get' to='alice@localhost' id='dit'><query xmlns='{items}'/></iq>"
         ))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &format!(
             "<iq type='result' id='dit' from='alice@localhost' to='bob@localhost/phone'><query xmlns='{items}'><item jid='alice@localhost' node='{TUNE}'/></query></iq>"
@@ -783,7 +732,7 @@ async fn account_disco() {
             "<iq type='get' to='alice@localhost' id='dit2'><query xmlns='{items}'/></iq>"
         ))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &format!(
             "<iq type='result' id='dit2' from='alice@localhost' to='carol@localhost/pc'><query xmlns='{items}'/></iq>"
@@ -822,7 +771,7 @@ async fn node_configuration() {
     let r = b
         .iq(&format!("<iq type='get' to='alice@localhost' id='cf2'><pubsub xmlns='{PUBSUB}#owner'><configure node='{TUNE}'/></pubsub></iq>"))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &err(
             "cf2",
@@ -842,7 +791,7 @@ async fn node_configuration() {
     let r = b
         .iq(&format!("<iq type='get' to='alice@localhost' id='i'><pubsub xmlns='{PUBSUB}'><items node='{TUNE}' max_items='1'/></pubsub></iq>"))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &format!(
             "<iq type='result' id='i' from='alice@localhost' to='bob@localhost/phone'><pubsub xmlns='{PUBSUB}'><items node='{TUNE}'><item id='t2'>{TUNE_ITEM}</item></items></pubsub></iq>"

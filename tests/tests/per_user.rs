@@ -3,55 +3,9 @@
 //! removal with the account (XEP-0077 §3.2).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use rookery_e2e::{RawClient, TestServer, WAIT};
+use rookery_e2e::{RawClient, TestServer, WAIT, assert_xml};
 use rookery_session::LastActivityStore;
-use rookery_xml::{Element, Node, ns};
-
-/// A canonical form of an element: attributes sorted, namespaces explicit,
-/// so that two elements compare equal whatever their attribute order.
-fn canon(el: &Element) -> String {
-    let mut attrs: Vec<String> = el
-        .attrs()
-        .iter()
-        .map(|a| {
-            format!(
-                "{{{}}}{}={:?}",
-                a.ns.as_deref().unwrap_or(""),
-                a.name,
-                a.value
-            )
-        })
-        .collect();
-    attrs.sort();
-    let mut out = format!("<{{{}}}{} {}>", el.ns(), el.name(), attrs.join(" "));
-    for n in el.nodes() {
-        match n {
-            Node::Element(c) => out.push_str(&canon(c)),
-            Node::Text(t) => out.push_str(&format!("{t:?}")),
-        }
-    }
-    out.push_str("</>");
-    out
-}
-
-/// Parses a stanza as a client stream would (default namespace `jabber:client`).
-fn stanza(xml: &str) -> Element {
-    Element::parse(&format!("<x xmlns='jabber:client'>{xml}</x>"))
-        .unwrap()
-        .first_child()
-        .unwrap()
-        .clone()
-}
-
-/// Asserts that `got` is exactly the element written in `expected`.
-#[track_caller]
-fn assert_xml(got: &Element, expected: &str) {
-    assert_eq!(
-        canon(got),
-        canon(&stanza(expected)),
-        "\n got: {got}\nwant: {expected}"
-    );
-}
+use rookery_xml::{Element, ns};
 
 const STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 

@@ -2,58 +2,13 @@
 //! the spec's examples, the exact XML each subscriber receives.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use rookery_e2e::TestServer;
-use rookery_xml::{Element, Node};
+use rookery_e2e::{TestServer, assert_reply_xml};
 
 const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
 const OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
 const EVENT: &str = "http://jabber.org/protocol/pubsub#event";
 const SVC: &str = "pubsub.localhost";
 const STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
-
-fn canon(el: &Element) -> String {
-    let mut attrs: Vec<String> = el
-        .attrs()
-        .iter()
-        .map(|a| {
-            format!(
-                "{{{}}}{}={:?}",
-                a.ns.as_deref().unwrap_or(""),
-                a.name,
-                a.value
-            )
-        })
-        .collect();
-    attrs.sort();
-    let mut out = format!("<{{{}}}{} {}>", el.ns(), el.name(), attrs.join(" "));
-    for n in el.nodes() {
-        match n {
-            Node::Element(c) => out.push_str(&canon(c)),
-            Node::Text(t) => out.push_str(&format!("{t:?}")),
-        }
-    }
-    out.push_str("</>");
-    out
-}
-
-#[track_caller]
-fn assert_xml(got: &Element, expected: &str) {
-    let want = Element::parse(&format!("<x xmlns='jabber:client'>{expected}</x>"))
-        .unwrap()
-        .first_child()
-        .unwrap()
-        .clone();
-    let mut got = got.clone();
-    if want.attr("id").is_none() {
-        got.remove_attr("id");
-    }
-    // An error reply carries the request's payload (RFC 6120 §8.3.1):
-    // only the error is compared.
-    if got.attr("type") == Some("error") && want.attr("type") == Some("error") {
-        got.retain_children(|c| c.name() == "error");
-    }
-    assert_eq!(canon(&got), canon(&want), "\n got: {got}\nwant: {expected}");
-}
 
 async fn server() -> TestServer {
     let s = TestServer::start().await;
@@ -81,7 +36,7 @@ async fn create_subscribe_publish_retract_delete() {
             "<iq type='set' to='{SVC}' id='create1'><pubsub xmlns='{PUBSUB}'><create node='princely_musings'/><configure><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>{PUBSUB}#node_config</value></field><field var='pubsub#notify_retract'><value>1</value></field><field var='pubsub#max_items'><value>10</value></field></x></configure></pubsub></iq>"
         ))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &format!("<iq type='result' id='create1' from='{SVC}' to='hamlet@localhost/elsinore'/>"),
     );
@@ -89,7 +44,7 @@ async fn create_subscribe_publish_retract_delete() {
     let r = f
         .iq(&format!("<iq type='set' to='{SVC}' id='create2'><pubsub xmlns='{PUBSUB}'><create node='princely_musings'/></pubsub></iq>"))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &format!(
             "<iq type='error' id='create2' from='{SVC}' to='francisco@localhost/barracks'><error type='cancel'><conflict xmlns='{STANZAS}'/><text xmlns='{STANZAS}' xml:lang='en'>the node exists</text></error></iq>"
@@ -102,7 +57,7 @@ async fn create_subscribe_publish_retract_delete() {
             "<iq type='set' to='{SVC}' id='sub1'><pubsub xmlns='{PUBSUB}'><subscribe node='princely_musings' jid='francisco@localhost'/></pubsub></iq>"
         ))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &format!(
             "<iq type='result' id='sub1' from='{SVC}' to='francisco@localhost/barracks'><pubsub xmlns='{PUBSUB}'><subscription node='princely_musings' jid='francisco@localhost' subscription='subscribed'/></pubsub></iq>"
@@ -114,7 +69,7 @@ async fn create_subscribe_publish_retract_delete() {
             "<iq type='set' to='{SVC}' id='sub2'><pubsub xmlns='{PUBSUB}'><subscribe node='princely_musings' jid='francisco@localhost'/></pubsub></iq>"
         ))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &format!(
             "<iq type='error' id='sub2' from='{SVC}' to='bernardo@localhost/castle'><error type='modify'><bad-request xmlns='{STANZAS}'/><text xmlns='{STANZAS}' xml:lang='en'>one subscribes one&apos;s own JID</text><invalid-jid xmlns='{PUBSUB}#errors'/></error></iq>"
@@ -127,14 +82,14 @@ async fn create_subscribe_publish_retract_delete() {
             "<iq type='set' to='{SVC}' id='publish1'><pubsub xmlns='{PUBSUB}'><publish node='princely_musings'><item id='ae890ac52d0df67ed7cfdf51b644e901'>{ENTRY}</item></publish></pubsub></iq>"
         ))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &format!(
             "<iq type='result' id='publish1' from='{SVC}' to='hamlet@localhost/elsinore'><pubsub xmlns='{PUBSUB}'><publish node='princely_musings'><item id='ae890ac52d0df67ed7cfdf51b644e901'/></publish></pubsub></iq>"
         ),
     );
     let (m, _) = f.until(|e| e.name() == "message").await;
-    assert_xml(
+    assert_reply_xml(
         &m,
         &format!(
             "<message from='{SVC}' to='francisco@localhost' type='headline'><event xmlns='{EVENT}'><items node='princely_musings'><item id='ae890ac52d0df67ed7cfdf51b644e901'>{ENTRY}</item></items></event></message>"
@@ -146,7 +101,7 @@ async fn create_subscribe_publish_retract_delete() {
             "<iq type='set' to='{SVC}' id='publish2'><pubsub xmlns='{PUBSUB}'><publish node='princely_musings'><item>{ENTRY}</item></publish></pubsub></iq>"
         ))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &format!(
             "<iq type='error' id='publish2' from='{SVC}' to='francisco@localhost/barracks'><error type='auth'><forbidden xmlns='{STANZAS}'/></error></iq>"
@@ -156,7 +111,7 @@ async fn create_subscribe_publish_retract_delete() {
     let r = b
         .iq(&format!("<iq type='get' to='{SVC}' id='items1'><pubsub xmlns='{PUBSUB}'><items node='princely_musings'/></pubsub></iq>"))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &format!(
             "<iq type='result' id='items1' from='{SVC}' to='bernardo@localhost/castle'><pubsub xmlns='{PUBSUB}'><items node='princely_musings'><item id='ae890ac52d0df67ed7cfdf51b644e901'>{ENTRY}</item></items></pubsub></iq>"
@@ -168,7 +123,7 @@ async fn create_subscribe_publish_retract_delete() {
         .await;
     assert_eq!(r.attr("type"), Some("result"), "{r}");
     let (m, _) = f.until(|e| e.name() == "message").await;
-    assert_xml(
+    assert_reply_xml(
         &m,
         &format!(
             "<message from='{SVC}' to='francisco@localhost' type='headline'><event xmlns='{EVENT}'><items node='princely_musings'><retract id='ae890ac52d0df67ed7cfdf51b644e901'/></items></event></message>"
@@ -189,7 +144,7 @@ async fn create_subscribe_publish_retract_delete() {
             "<iq type='set' to='{SVC}' id='unsub2'>{unsub}</iq>"
         ))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &format!(
             "<iq type='error' id='unsub2' from='{SVC}' to='francisco@localhost/barracks'><error type='wait'><unexpected-request xmlns='{STANZAS}'/><text xmlns='{STANZAS}' xml:lang='en'>not subscribed</text><not-subscribed xmlns='{PUBSUB}#errors'/></error></iq>"
@@ -199,7 +154,7 @@ async fn create_subscribe_publish_retract_delete() {
     let r = b
         .iq(&format!("<iq type='get' to='{SVC}' id='nodes'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>"))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &format!(
             "<iq type='result' id='nodes' from='{SVC}' to='bernardo@localhost/castle'><query xmlns='http://jabber.org/protocol/disco#items'><item jid='{SVC}' node='princely_musings'/></query></iq>"
@@ -210,7 +165,7 @@ async fn create_subscribe_publish_retract_delete() {
     let r = b
         .iq(&format!("<iq type='set' to='{SVC}' id='del1'>{del}</iq>"))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &format!(
             "<iq type='error' id='del1' from='{SVC}' to='bernardo@localhost/castle'><error type='auth'><forbidden xmlns='{STANZAS}'/></error></iq>"
@@ -223,7 +178,7 @@ async fn create_subscribe_publish_retract_delete() {
     let r = b
         .iq(&format!("<iq type='get' to='{SVC}' id='items2'><pubsub xmlns='{PUBSUB}'><items node='princely_musings'/></pubsub></iq>"))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &format!(
             "<iq type='error' id='items2' from='{SVC}' to='bernardo@localhost/castle'><error type='cancel'><item-not-found xmlns='{STANZAS}'/></error></iq>"
@@ -283,7 +238,7 @@ async fn disco_instant_nodes_and_whitelist() {
     let r = f
         .iq(&format!("<iq type='get' to='{SVC}' id='i1'>{items}</iq>"))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &format!(
             "<iq type='error' id='i1' from='{SVC}' to='francisco@localhost/barracks'><error type='cancel'><not-allowed xmlns='{STANZAS}'/><closed-node xmlns='{PUBSUB}#errors'/></error></iq>"
@@ -297,7 +252,7 @@ async fn disco_instant_nodes_and_whitelist() {
     let r = h
         .iq(&format!("<iq type='get' to='{SVC}' id='aff2'><pubsub xmlns='{OWNER}'><affiliations node='{node}'/></pubsub></iq>"))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &format!(
             "<iq type='result' id='aff2' from='{SVC}' to='hamlet@localhost/elsinore'><pubsub xmlns='{OWNER}'><affiliations node='{node}'><affiliation jid='francisco@localhost' affiliation='member'/><affiliation jid='hamlet@localhost' affiliation='owner'/></affiliations></pubsub></iq>"
@@ -306,7 +261,7 @@ async fn disco_instant_nodes_and_whitelist() {
     let r = f
         .iq(&format!("<iq type='get' to='{SVC}' id='i2'>{items}</iq>"))
         .await;
-    assert_xml(
+    assert_reply_xml(
         &r,
         &format!(
             "<iq type='result' id='i2' from='{SVC}' to='francisco@localhost/barracks'><pubsub xmlns='{PUBSUB}'><items node='{node}'><item id='1'>{ENTRY}</item></items></pubsub></iq>"

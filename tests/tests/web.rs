@@ -347,11 +347,10 @@ async fn bosh_errors_end_only_their_session() {
 /// Waits until the server holds `n` BOSH requests.
 async fn wait_held(server: &TestServer, n: u32) {
     let want = format!("rookery_bosh_requests_held {n}");
-    let start = std::time::Instant::now();
-    while !server.http_get("/metrics").await.lines().any(|l| l == want) {
-        assert!(start.elapsed() < WAIT, "never {want}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    rookery_e2e::wait_for(&want, || async {
+        server.http_get("/metrics").await.lines().any(|l| l == want)
+    })
+    .await;
 }
 
 /// A held request whose client goes away (the HTTP connection closes) no

@@ -1020,19 +1020,12 @@ impl Engine {
         rel: &Relation,
     ) -> Result<Outcome, StanzaError> {
         let node = self.owned(svc, from, op, rel).await?;
-        let mut affs =
-            Element::new_static("affiliations", NS_OWNER).with_attr("node", node.name.as_str());
-        for (j, a) in &node.affiliations {
-            affs.push_child(
-                Element::new_static("affiliation", NS_OWNER)
-                    .with_attr("jid", j.as_str())
-                    .with_attr("affiliation", a.as_str()),
-            );
-        }
-        Ok(Outcome {
-            reply: Some(Element::new_static("pubsub", NS_OWNER).with_child(affs)),
-            notices: Vec::new(),
-        })
+        Ok(owner_list(
+            &node.name,
+            "affiliations",
+            "affiliation",
+            &node.affiliations,
+        ))
     }
 
     /// §8.9.2 changing affiliations (the whitelist, publishers, outcasts).
@@ -1088,19 +1081,12 @@ impl Engine {
         rel: &Relation,
     ) -> Result<Outcome, StanzaError> {
         let node = self.owned(svc, from, op, rel).await?;
-        let mut subs =
-            Element::new_static("subscriptions", NS_OWNER).with_attr("node", node.name.as_str());
-        for (j, s) in &node.subscriptions {
-            subs.push_child(
-                Element::new_static("subscription", NS_OWNER)
-                    .with_attr("jid", j.as_str())
-                    .with_attr("subscription", s.as_str()),
-            );
-        }
-        Ok(Outcome {
-            reply: Some(Element::new_static("pubsub", NS_OWNER).with_child(subs)),
-            notices: Vec::new(),
-        })
+        Ok(owner_list(
+            &node.name,
+            "subscriptions",
+            "subscription",
+            &node.subscriptions,
+        ))
     }
 
     /// §8.8.2 changing subscriptions (`subscribed` or `none`).
@@ -1130,5 +1116,28 @@ impl Engine {
         }
         self.save(svc, &node).await?;
         Ok(Outcome::default())
+    }
+}
+
+/// §8.8.1 / §8.9.1: a node's `<subscriptions/>` or `<affiliations/>` as its
+/// owner sees them: `<{list} node>` with one `<{kind} jid {kind}=…/>` per
+/// entry of `entries`.
+fn owner_list<'a>(
+    node: &str,
+    list_name: &'static str,
+    kind: &'static str,
+    entries: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Outcome {
+    let mut list = Element::new_static(list_name, NS_OWNER).with_attr("node", node);
+    for (jid, value) in entries {
+        list.push_child(
+            Element::new_static(kind, NS_OWNER)
+                .with_attr("jid", jid.as_str())
+                .with_attr(kind, value.as_str()),
+        );
+    }
+    Outcome {
+        reply: Some(Element::new_static("pubsub", NS_OWNER).with_child(list)),
+        notices: Vec::new(),
     }
 }

@@ -1004,18 +1004,10 @@ async fn ready_status(http: u16) -> String {
 
 /// Waits until `metric` reads `want` on the node serving HTTP on `http`.
 async fn wait_metric(http: u16, metric: &str, want: f64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let v = rookery_e2e::cluster::metric(http, metric).await;
-        if v == Some(want) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{metric} is {v:?}, not {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    rookery_e2e::wait_for(&format!("{metric} = {want}"), || async {
+        rookery_e2e::cluster::metric(http, metric).await == Some(want)
+    })
+    .await;
 }
 
 /// Federation from a cluster (RFC 6120 §4–§6 with `--role s2s`): two s2s
