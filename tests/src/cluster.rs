@@ -514,6 +514,12 @@ pub async fn http_status(http: u16, path: &str) -> Option<String> {
 /// The session node, of `nodes`, that owns `user@localhost` (rendezvous
 /// hashing over the default shard count, as the cluster computes it).
 pub fn owner(user: &str, nodes: &[&str]) -> String {
+    owner_of(&format!("{user}@localhost"), nodes)
+}
+
+/// The session node, of `nodes`, that owns the shard of the bare JID
+/// `bare` (an account, or a MUC room).
+pub fn owner_of(bare: &str, nodes: &[&str]) -> String {
     use rookery_cluster::{Member, Role, rendezvous, shard_of};
     let members: Vec<Member> = nodes
         .iter()
@@ -524,11 +530,22 @@ pub fn owner(user: &str, nodes: &[&str]) -> String {
             grpc: String::new(),
         })
         .collect();
-    let shard = shard_of(
-        &format!("{user}@localhost"),
-        rookery_cluster::DEFAULT_SHARDS,
-    );
+    let shard = shard_of(bare, rookery_cluster::DEFAULT_SHARDS);
     rendezvous(shard, &members).unwrap().node.clone()
+}
+
+/// A room `{prefix}{n}@conference.localhost` whose shard lives on `node`
+/// (of session1 and session2); returns its localpart.
+pub fn room_on(prefix: &str, node: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|r| {
+            owner_of(
+                &format!("{r}@conference.localhost"),
+                &["session1", "session2"],
+            ) == node
+        })
+        .unwrap()
 }
 
 /// The s2s node (of `nodes`) that keeps the streams to the remote `domain`,

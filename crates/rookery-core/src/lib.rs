@@ -15,7 +15,7 @@ pub mod users;
 pub use error::{ErrorType, StanzaError, StreamError};
 pub use roles::{
     BindError, BindRequest, ClientLink, Component, ComponentRouter, DeliverError, InboundRouter,
-    RemoteRouter, SessionService,
+    Ownership, Placement, RemoteRouter, SessionService,
 };
 pub use stanza::{Stanza, StanzaKind, new_id};
 pub use users::{StoreError, UserStore};

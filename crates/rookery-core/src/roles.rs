@@ -196,12 +196,42 @@ pub trait InboundRouter: Send + Sync + std::fmt::Debug {
 /// `conference.<domain>`, later upload and pubsub): the session service
 /// hands it every stanza addressed to that domain or to a JID within it,
 /// whoever sent it (a local account or, over federation, a remote one).
+#[async_trait]
 pub trait Component: Send + Sync + std::fmt::Debug {
     /// The domain the component serves (already prepared per RFC 7622).
     fn domain(&self) -> &str;
     /// Queues a stanza for the component and returns at once; stanzas are
     /// handled in the order they were queued. Its `from` is stamped.
     fn handle(&self, stanza: Stanza);
+    /// Which session node of a cluster serves a stanza for this component
+    /// (docs/decisions/0023-components-in-a-cluster.md). On a single node
+    /// every stanza is served where it arrives.
+    fn placement(&self) -> Placement {
+        Placement::Single
+    }
+    /// In a cluster, when this node's shards change: the addresses for
+    /// which `owns` answers `false` are served by other nodes from now on,
+    /// so the state kept for them here is given up. Returns once what that
+    /// sends (e.g. to the occupants of a room) has been routed.
+    async fn release(&self, _owns: Ownership) {}
+}
+
+/// Answers whether this session node owns the shard of a bare JID.
+pub type Ownership = std::sync::Arc<dyn Fn(&Jid) -> bool + Send + Sync>;
+
+/// Where the stanzas of a [`Component`] are served in a cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// On any node, where they arrive: the component keeps no state that
+    /// two nodes could disagree on (XEP-0363 slots are signed URLs).
+    Anywhere,
+    /// On the owner of the shard of the recipient's bare JID, like an
+    /// account (XEP-0045 rooms: `room@conference.example.org`); stanzas to
+    /// the bare domain are served where they arrive.
+    ByBareJid,
+    /// The whole service on one node: the owner of the shard of its
+    /// domain's JID.
+    Single,
 }
 
 /// How a component sends its stanzas (from JIDs of its domain) to users:

@@ -143,6 +143,10 @@ impl Stanza {
     pub fn shared(&self) -> Arc<Element> {
         self.el.clone()
     }
+    /// The tree, copied only if it is still shared.
+    pub fn into_element(self) -> Element {
+        Arc::unwrap_or_clone(self.el)
+    }
     /// True for `type='error'` stanzas, which are never answered with an error
     /// (RFC 6120 §8.3.1).
     pub fn is_error(&self) -> bool {

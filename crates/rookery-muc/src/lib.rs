@@ -4,8 +4,10 @@
 //! The service is one task that owns every room of the node and handles the
 //! stanzas for its domain in the order they arrive ([`Muc`] queues them);
 //! it answers through a [`ComponentRouter`] (the session service). Rooms
-//! live in memory; persistent rooms are also kept in a [`RoomStore`]
-//! (docs/decisions/0018-muc.md).
+//! live in memory; persistent rooms are also kept in a [`RoomStore`] and
+//! loaded when a stanza first reaches them (docs/decisions/0018-muc.md).
+//! In a cluster every session node runs the service and serves the rooms
+//! whose shard it owns (docs/decisions/0023-components-in-a-cluster.md).
 
 mod room;
 mod service;
@@ -13,7 +15,7 @@ pub mod store;
 
 use std::sync::Weak;
 
-use rookery_core::{Component, ComponentRouter, Stanza};
+use rookery_core::{Component, ComponentRouter, Ownership, Placement, Stanza};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -76,7 +78,16 @@ impl Default for MucConfig {
 #[derive(Debug)]
 pub struct Muc {
     domain: String,
-    queue: mpsc::UnboundedSender<Stanza>,
+    queue: mpsc::UnboundedSender<Job>,
+}
+
+/// What the rooms' task is asked to do, in order.
+pub(crate) enum Job {
+    /// A stanza for the service or one of its rooms.
+    Stanza(Stanza),
+    /// Cluster: give up the rooms this node no longer owns; answered once
+    /// their occupants' presences are routed.
+    Release(Ownership, tokio::sync::oneshot::Sender<()>),
 }
 
 impl Muc {
@@ -99,14 +110,28 @@ impl Muc {
     }
 }
 
+#[async_trait::async_trait]
 impl Component for Muc {
     fn domain(&self) -> &str {
         &self.domain
     }
 
     fn handle(&self, stanza: Stanza) {
-        if self.queue.send(stanza).is_err() {
+        if self.queue.send(Job::Stanza(stanza)).is_err() {
             tracing::warn!(domain = %self.domain, "the MUC service has stopped; stanza dropped");
+        }
+    }
+
+    /// Rooms are sharded like accounts, by their bare JID
+    /// (docs/decisions/0023-components-in-a-cluster.md).
+    fn placement(&self) -> Placement {
+        Placement::ByBareJid
+    }
+
+    async fn release(&self, owns: Ownership) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.queue.send(Job::Release(owns, tx)).is_ok() {
+            let _ = rx.await;
         }
     }
 }

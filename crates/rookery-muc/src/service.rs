@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 use crate::room::{Affiliation, HistoryRequest, Occupant, Role, Room, RoomConfig, Whois};
 use crate::store::{RoomStore, StoredRoom};
 use crate::{
-    MucConfig, NS_DELAY, NS_MUC, NS_MUC_ADMIN, NS_MUC_OWNER, NS_MUC_USER, NS_ROOMINFO,
+    Job, MucConfig, NS_DELAY, NS_MUC, NS_MUC_ADMIN, NS_MUC_OWNER, NS_MUC_USER, NS_ROOMINFO,
     NS_SELF_PING_OPTIMIZATION,
 };
 
@@ -85,40 +85,80 @@ impl Service {
         }
     }
 
-    pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Stanza>) {
-        self.load().await;
-        while let Some(st) = rx.recv().await {
-            self.handle(st).await;
-            self.flush().await;
+    pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
+        info!(domain = %self.domain, "MUC service started");
+        while let Some(job) = rx.recv().await {
+            match job {
+                Job::Stanza(st) => {
+                    self.handle(st).await;
+                    self.flush().await;
+                }
+                Job::Release(owns, done) => {
+                    self.release(&*owns);
+                    self.flush().await;
+                    let _ = done.send(());
+                }
+            }
         }
         debug!(domain = %self.domain, "MUC service stopped");
     }
 
-    async fn load(&mut self) {
-        let stored = match self.store.rooms(&self.domain).await {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, domain = %self.domain, "persistent rooms could not be loaded");
-                return;
+    /// A persistent room as stored (configuration, affiliations, subject).
+    fn from_stored(jid: Jid, s: &StoredRoom) -> Room {
+        let config: RoomConfig = serde_json::from_str(&s.config).unwrap_or_default();
+        let mut room = Room::new(jid, config);
+        for (j, a) in &s.affiliations {
+            if let (Ok(j), Some(a)) = (Jid::parse(j), Affiliation::parse(a)) {
+                room.set_affiliation(&j, a);
             }
-        };
-        for s in stored {
-            let Ok(jid) = Jid::parse(&s.jid) else {
+        }
+        if !s.subject.is_empty() {
+            room.subject = Some((s.subject_by.clone(), s.subject.clone()));
+        }
+        room
+    }
+
+    /// Loads a persistent room that is not in memory yet: rooms are loaded
+    /// when a stanza first reaches them, so that in a cluster the node
+    /// that takes a room's shard over reads it as its last owner left it.
+    async fn load(&mut self, jid: &Jid) {
+        if self.rooms.contains_key(jid) {
+            return;
+        }
+        match self.store.room(&self.domain, jid.as_str()).await {
+            Ok(Some(s)) => {
+                let room = Self::from_stored(jid.clone(), &s);
+                self.rooms.insert(jid.clone(), room);
+                debug!(room = %jid, "persistent room loaded");
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, room = %jid, "a persistent room could not be loaded"),
+        }
+    }
+
+    /// Cluster: the rooms whose shard moved to another node are given up.
+    /// Their occupants leave with status 332 (XEP-0045 §15.6, "removed
+    /// from the room because the MUC service is being shut down") and
+    /// join again on the room's new node; persistent rooms are already
+    /// stored as they are.
+    fn release(&mut self, owns: &(dyn Fn(&Jid) -> bool + Send + Sync)) {
+        let gone: Vec<Jid> = self.rooms.keys().filter(|j| !owns(j)).cloned().collect();
+        for jid in &gone {
+            let Some(mut room) = self.rooms.remove(jid) else {
                 continue;
             };
-            let config: RoomConfig = serde_json::from_str(&s.config).unwrap_or_default();
-            let mut room = Room::new(jid.clone(), config);
-            for (j, a) in &s.affiliations {
-                if let (Ok(j), Some(a)) = (Jid::parse(j), Affiliation::parse(a)) {
-                    room.set_affiliation(&j, a);
-                }
+            self.creators.remove(jid);
+            for o in &mut room.occupants {
+                o.role = Role::None;
             }
-            if !s.subject.is_empty() {
-                room.subject = Some((s.subject_by.clone(), s.subject.clone()));
+            for o in &room.occupants {
+                self.out
+                    .push(room.presence_of(o, o, Some("unavailable"), &[332], &[], None));
             }
-            self.rooms.insert(jid, room);
         }
-        info!(domain = %self.domain, rooms = self.rooms.len(), "MUC service started");
+        if !gone.is_empty() {
+            info!(domain = %self.domain, rooms = gone.len(), "rooms handed over to their new node");
+        }
     }
 
     async fn flush(&mut self) {
@@ -195,9 +235,10 @@ impl Service {
             return;
         };
         if to.node().is_none() {
-            return self.service_stanza(&st);
+            return self.service_stanza(&st).await;
         }
         let room = to.to_bare();
+        self.load(&room).await;
         let nick = to.resource().map(str::to_owned);
         match st.kind() {
             StanzaKind::Presence => self.presence(&from, &room, nick, &st).await,
@@ -207,7 +248,7 @@ impl Service {
     }
 
     /// §6.1–§6.3: the service itself.
-    fn service_stanza(&mut self, st: &Stanza) {
+    async fn service_stanza(&mut self, st: &Stanza) {
         if !st.is_iq_request() {
             return;
         }
@@ -231,18 +272,40 @@ impl Service {
             (Some("get"), Some(("query", ns::DISCO_ITEMS)))
                 if q.and_then(|q| q.attr("node")).is_none() =>
             {
-                let mut public: Vec<&Room> = self
+                // Public rooms in memory, and the stored ones that are not
+                // (in a cluster, those another node serves, as last stored).
+                let mut public: BTreeMap<String, String> = self
                     .rooms
                     .values()
                     .filter(|r| r.config.public && !r.locked)
+                    .map(|r| (r.jid.as_str().to_owned(), r.config.name.clone()))
                     .collect();
-                public.sort_by(|a, b| a.jid.as_str().cmp(b.jid.as_str()));
+                match self.store.rooms(&self.domain).await {
+                    Ok(stored) => {
+                        for s in stored {
+                            if public.contains_key(&s.jid) {
+                                continue;
+                            }
+                            let Ok(jid) = Jid::parse(&s.jid) else {
+                                continue;
+                            };
+                            if self.rooms.contains_key(&jid) {
+                                continue;
+                            }
+                            let r = Self::from_stored(jid, &s);
+                            if r.config.public {
+                                public.insert(s.jid, r.config.name);
+                            }
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "stored rooms not listed"),
+                }
                 let mut query = Element::new_static("query", ns::DISCO_ITEMS);
-                for r in public {
-                    let mut item = Element::new_static("item", ns::DISCO_ITEMS)
-                        .with_attr("jid", r.jid.as_str());
-                    if !r.config.name.is_empty() {
-                        item.set_attr("name", r.config.name.as_str());
+                for (jid, name) in public {
+                    let mut item =
+                        Element::new_static("item", ns::DISCO_ITEMS).with_attr("jid", jid);
+                    if !name.is_empty() {
+                        item.set_attr("name", name);
                     }
                     query.push_child(item);
                 }

@@ -30,6 +30,8 @@ pub struct StoredRoom {
 pub trait RoomStore: Send + Sync + std::fmt::Debug {
     /// Every stored room of the service `domain` (loaded at start).
     async fn rooms(&self, domain: &str) -> Result<Vec<StoredRoom>, StoreError>;
+    /// One stored room of the service `domain`, by its bare JID.
+    async fn room(&self, domain: &str, jid: &str) -> Result<Option<StoredRoom>, StoreError>;
     /// Creates or replaces a room (whole).
     async fn save_room(&self, domain: &str, room: &StoredRoom) -> Result<(), StoreError>;
     /// Deletes a room; no error if there is none.
@@ -45,6 +47,9 @@ pub struct NoRoomStore;
 impl RoomStore for NoRoomStore {
     async fn rooms(&self, _domain: &str) -> Result<Vec<StoredRoom>, StoreError> {
         Ok(Vec::new())
+    }
+    async fn room(&self, _domain: &str, _jid: &str) -> Result<Option<StoredRoom>, StoreError> {
+        Ok(None)
     }
     async fn save_room(&self, _domain: &str, _room: &StoredRoom) -> Result<(), StoreError> {
         Ok(())
@@ -118,6 +123,14 @@ pub mod conformance {
         store.save_room(d, &a).await.unwrap();
         let got = store.rooms(d).await.unwrap();
         assert_eq!(got.iter().find(|r| r.jid == a.jid), Some(&a));
+        // One room by its JID, with its affiliations; only in its service.
+        assert_eq!(store.room(d, &a.jid).await.unwrap(), Some(a.clone()));
+        assert_eq!(store.room(d, &b.jid).await.unwrap(), Some(b.clone()));
+        assert_eq!(store.room("muc.example.com", &a.jid).await.unwrap(), None);
+        assert_eq!(
+            store.room(d, "nope@conference.example.org").await.unwrap(),
+            None
+        );
         store.delete_room(d, &b.jid).await.unwrap();
         assert_eq!(store.rooms(d).await.unwrap(), vec![a.clone()]);
         // Deleting what is not there is not an error.

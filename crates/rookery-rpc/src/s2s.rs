@@ -219,25 +219,28 @@ pub struct RemoteInbound {
     channels: Channels,
     config: RpcConfig,
     metrics: Arc<Metrics>,
-    domain: String,
+    /// The server's domain, then those of its components (MUC, pubsub,
+    /// upload), which the session nodes serve.
+    domains: Vec<String>,
     /// Where the error for a stanza no owner took goes: back over federation.
     answer: OnceLock<Arc<dyn RemoteRouter>>,
 }
 
 impl RemoteInbound {
-    /// The session service, as the s2s role of this node sees it.
+    /// The session service, as the s2s role of this node sees it:
+    /// `domains` are the server's and its components'.
     pub fn new(
         membership: Arc<Membership>,
         config: RpcConfig,
         metrics: Arc<Metrics>,
-        domain: &str,
+        domains: Vec<String>,
     ) -> Arc<RemoteInbound> {
         Arc::new(RemoteInbound {
             membership,
             channels: Channels::new(config.timeout),
             config,
             metrics,
-            domain: domain.to_owned(),
+            domains,
             answer: OnceLock::new(),
         })
     }
@@ -252,7 +255,7 @@ impl RemoteInbound {
 #[async_trait]
 impl InboundRouter for RemoteInbound {
     fn serves(&self, domain: &str) -> bool {
-        domain == self.domain
+        self.domains.iter().any(|d| d == domain)
     }
 
     async fn route_inbound(&self, stanza: Stanza) {

@@ -256,6 +256,9 @@ impl SessionNode {
     /// acknowledged), and releases the claim, so that the next owner takes
     /// it at once.
     async fn hand_over(&self, shards: &HashSet<u16>, total: u16) {
+        // Components (MUC rooms) give up what lives in those shards first,
+        // while this node is still a member that may route what that sends.
+        self.release_components(Some((shards.clone(), total))).await;
         let mut accounts: HashMap<u16, Vec<Jid>> = HashMap::new();
         for bare in self.sessions.bound_accounts() {
             let shard = shard_of(bare.as_str(), total);
@@ -301,10 +304,27 @@ impl SessionNode {
             released += r;
         }
         self.flush_deliveries().await;
+        // What was made in those shards meanwhile is given up too.
+        self.release_components(None).await;
         debug!(
             shards = shards.len(),
             released, sessions, "sessions written for the next owner"
         );
+    }
+
+    /// Tells the components what this node still serves: the shards it
+    /// owns, less `leaving` (shards about to be handed over, of `total`).
+    async fn release_components(&self, leaving: Option<(HashSet<u16>, u16)>) {
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        let owns: rookery_core::Ownership = Arc::new(move |j: &Jid| {
+            me.owns(j)
+                && leaving
+                    .as_ref()
+                    .is_none_or(|(l, total)| !l.contains(&shard_of(j.as_str(), *total)))
+        });
+        self.sessions.release_components(owns).await;
     }
 
     /// Graceful exit (SIGTERM): refuses every request from now on (callers
@@ -642,6 +662,7 @@ impl Peers for SessionNode {
             ForwardKind::Presence => pb::ForwardKind::Presence,
             ForwardKind::Deliver => pb::ForwardKind::Deliver,
             ForwardKind::FromRemote => pb::ForwardKind::FromRemote,
+            ForwardKind::Component => pb::ForwardKind::Component,
         };
         let r = crate::forward_to_owner(
             &self.membership,
@@ -708,6 +729,7 @@ impl SessionGrpc {
             Ok(pb::ForwardKind::Presence) => ForwardKind::Presence,
             Ok(pb::ForwardKind::Deliver) => ForwardKind::Deliver,
             Ok(pb::ForwardKind::FromRemote) => ForwardKind::FromRemote,
+            Ok(pb::ForwardKind::Component) => ForwardKind::Component,
             _ => return Err(Status::invalid_argument("unknown forward kind")),
         };
         let stanza = conv::open(Some(env))?.element().clone();

@@ -14,6 +14,7 @@ use crate::{Preparer, ScyllaStore, now_secs};
 #[derive(Debug)]
 pub(crate) struct Statements {
     list: PreparedStatement,
+    one: PreparedStatement,
     set: PreparedStatement,
     delete: PreparedStatement,
 }
@@ -24,6 +25,12 @@ impl Statements {
             list: p
                 .prepare(
                     "SELECT jid, config, affiliations, subject, subject_by FROM {ks}.muc_rooms WHERE service = ?",
+                    true,
+                )
+                .await?,
+            one: p
+                .prepare(
+                    "SELECT jid, config, affiliations, subject, subject_by FROM {ks}.muc_rooms WHERE service = ? AND jid = ?",
                     true,
                 )
                 .await?,
@@ -51,22 +58,26 @@ type Row = (
     Option<String>,
 );
 
+fn stored((jid, config, affiliations, subject, subject_by): Row) -> StoredRoom {
+    StoredRoom {
+        jid,
+        config: config.unwrap_or_default(),
+        affiliations: affiliations.unwrap_or_default(),
+        subject: subject.unwrap_or_default(),
+        subject_by: subject_by.unwrap_or_default(),
+    }
+}
+
 #[async_trait]
 impl RoomStore for ScyllaStore {
     async fn rooms(&self, domain: &str) -> Result<Vec<StoredRoom>, StoreError> {
         let rows: Vec<Row> = self.all(&self.muc.list, (domain,)).await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(jid, config, affiliations, subject, subject_by)| StoredRoom {
-                    jid,
-                    config: config.unwrap_or_default(),
-                    affiliations: affiliations.unwrap_or_default(),
-                    subject: subject.unwrap_or_default(),
-                    subject_by: subject_by.unwrap_or_default(),
-                },
-            )
-            .collect())
+        Ok(rows.into_iter().map(stored).collect())
+    }
+
+    async fn room(&self, domain: &str, jid: &str) -> Result<Option<StoredRoom>, StoreError> {
+        let rows: Vec<Row> = self.all(&self.muc.one, (domain, jid)).await?;
+        Ok(rows.into_iter().next().map(stored))
     }
 
     async fn save_room(&self, domain: &str, room: &StoredRoom) -> Result<(), StoreError> {

@@ -148,6 +148,8 @@ fn state_of(r: &Resource) -> peers::ResourceState {
 
 const SHARDS: usize = 64;
 const ROSTER_LOCKS: usize = 256;
+/// Ordered lanes for stanzas forwarded to components on other nodes.
+const COMPONENT_LANES: usize = 16;
 
 /// The storage traits the session features use, one per feature; each has
 /// an embedded implementation in `rookery-store`.
@@ -223,6 +225,9 @@ pub struct LocalSessions {
     /// Services on domains of their own (MUC), added at start; every
     /// stanza for their domains goes to them.
     components: RwLock<Vec<Arc<dyn rookery_core::Component>>>,
+    /// In a cluster: the ordered lanes of stanzas for components served
+    /// by another node (started with the first such stanza).
+    component_lanes: std::sync::OnceLock<Vec<tokio::sync::mpsc::UnboundedSender<peers::Forward>>>,
     /// XEP-0163: who gets the notifications of the accounts' nodes.
     pep: pep::PepState,
 }
@@ -258,6 +263,7 @@ impl LocalSessions {
             peers: std::sync::OnceLock::new(),
             remote: std::sync::OnceLock::new(),
             components: RwLock::new(Vec::new()),
+            component_lanes: std::sync::OnceLock::new(),
         })
     }
 
@@ -300,7 +306,7 @@ impl LocalSessions {
     /// `remote-server-not-found` at once.
     fn send_remote(&self, stanza: Stanza) {
         if let Some(c) = stanza.to().and_then(|to| self.component(to.domain())) {
-            return c.handle(stanza);
+            return self.to_component(&c, stanza);
         }
         match self.remote.get() {
             Some(remote) => remote.send_remote(stanza),
@@ -312,6 +318,66 @@ impl LocalSessions {
                     self.reply_error(&from, &stanza, StanzaError::remote_server_not_found());
                 }
             }
+        }
+    }
+
+    /// Hands a stanza to a component here, or, in a cluster, to the node
+    /// that serves it ([`rookery_core::Placement`]). Forwards keep their
+    /// order per key: one lane task per hash of the key.
+    fn to_component(&self, c: &Arc<dyn rookery_core::Component>, stanza: Stanza) {
+        let key = match (c.placement(), stanza.to()) {
+            (rookery_core::Placement::Anywhere, _) | (_, None) => None,
+            (rookery_core::Placement::ByBareJid, Some(to)) => {
+                to.node().is_some().then(|| to.to_bare())
+            }
+            (rookery_core::Placement::Single, Some(to)) => Jid::parse(to.domain()).ok(),
+        };
+        let Some(key) = key.filter(|k| self.remote_owner(k).is_some()) else {
+            return c.handle(stanza);
+        };
+        let Some(from) = stanza.from().cloned() else {
+            return;
+        };
+        let lanes = self.component_lanes.get_or_init(|| {
+            (0..COMPONENT_LANES)
+                .map(|_| {
+                    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<peers::Forward>();
+                    let me = self.me.clone();
+                    tokio::spawn(async move {
+                        while let Some(job) = rx.recv().await {
+                            let Some(s) = me.upgrade() else { return };
+                            if let Some(peers) = s.peers.get().cloned() {
+                                s.forward(&peers, job).await;
+                            }
+                        }
+                    });
+                    tx
+                })
+                .collect()
+        });
+        let lane = self.hasher.hash_one(key.as_str()) as usize % lanes.len();
+        let job = peers::Forward {
+            kind: peers::ForwardKind::Component,
+            from,
+            to: key,
+            stanza: stanza.into_element(),
+        };
+        if lanes[lane].send(job).is_err() {
+            warn!("the component forwarding lane has stopped; stanza dropped");
+        }
+    }
+
+    /// In a cluster, when this node's shards change: tells every component
+    /// which addresses it still serves, and returns once they have routed
+    /// what that made them send.
+    pub async fn release_components(&self, owns: rookery_core::Ownership) {
+        let cs = self
+            .components
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        for c in cs {
+            c.release(owns.clone()).await;
         }
     }
 
@@ -346,6 +412,14 @@ impl LocalSessions {
                     .map_err(|_| StanzaError::bad_request("not a stanza"))?;
                 self.route_from_remote(stanza).await;
             }
+            peers::ForwardKind::Component => {
+                let stanza = Stanza::parse(job.stanza)
+                    .map_err(|_| StanzaError::bad_request("not a stanza"))?;
+                let c = self
+                    .component(job.to.domain())
+                    .ok_or_else(StanzaError::service_unavailable)?;
+                c.handle(stanza);
+            }
         }
         Ok(())
     }
@@ -353,8 +427,11 @@ impl LocalSessions {
     /// Hands a job to the owner of its recipient; a failed route is
     /// answered to the sender with the error.
     async fn forward(&self, peers: &Arc<dyn peers::Peers>, job: peers::Forward) {
-        let bounce = matches!(job.kind, peers::ForwardKind::Route { .. })
-            .then(|| (job.from.clone(), job.stanza.clone()));
+        let bounce = matches!(
+            job.kind,
+            peers::ForwardKind::Route { .. } | peers::ForwardKind::Component
+        )
+        .then(|| (job.from.clone(), job.stanza.clone()));
         if let Err(e) = peers.forward(job).await {
             warn!(error = %e, "a peer session node did not take a stanza");
             if let Some((from, el)) = bounce
@@ -1705,7 +1782,7 @@ impl LocalSessions {
             return;
         };
         if let Some(c) = self.component(to.domain()) {
-            return c.handle(stanza);
+            return self.to_component(&c, stanza);
         }
         if !self.is_local_domain(&to) || self.is_local_domain(&from) {
             debug!(from = %from, to = %to, "a stanza from a remote server with local from or remote to dropped");

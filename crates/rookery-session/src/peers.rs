@@ -29,6 +29,10 @@ pub enum ForwardKind {
     /// A stanza from a remote server for a local address
     /// ([`rookery_core::InboundRouter::route_inbound`] on the owner).
     FromRemote,
+    /// A stanza for a component whose state for `to` (a MUC room's bare
+    /// JID) lives on the owner of its shard
+    /// ([`rookery_core::Placement`]); the stanza keeps its own `to`.
+    Component,
 }
 
 /// One job for the owner of `to`'s account.

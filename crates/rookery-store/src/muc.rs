@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use rookery_core::users::StoreError;
 use rookery_muc::{RoomStore, StoredRoom};
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use crate::{SqliteStore, now, unavailable};
 
@@ -64,6 +64,43 @@ impl RoomStore for SqliteStore {
                 }
             }
             Ok(rooms)
+        })
+        .await
+    }
+
+    async fn room(&self, domain: &str, jid: &str) -> Result<Option<StoredRoom>, StoreError> {
+        let (service, jid) = (domain.to_owned(), jid.to_owned());
+        self.with(move |c| {
+            let room = c
+                .prepare_cached(
+                    "SELECT config, subject, subject_by FROM muc_rooms WHERE service = ?1 AND jid = ?2",
+                )
+                .and_then(|mut st| {
+                    st.query_row(params![service, jid], |r| {
+                        Ok(StoredRoom {
+                            jid: jid.clone(),
+                            config: r.get(0)?,
+                            subject: r.get(1)?,
+                            subject_by: r.get(2)?,
+                            affiliations: Default::default(),
+                        })
+                    })
+                    .optional()
+                })
+                .map_err(unavailable)?;
+            let Some(mut room) = room else {
+                return Ok(None);
+            };
+            room.affiliations = c
+                .prepare_cached(
+                    "SELECT jid, affiliation FROM muc_affiliations WHERE service = ?1 AND room = ?2",
+                )
+                .and_then(|mut st| {
+                    st.query_map(params![service, jid], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect()
+                })
+                .map_err(unavailable)?;
+            Ok(Some(room))
         })
         .await
     }

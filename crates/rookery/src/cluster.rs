@@ -260,7 +260,23 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
             stores.clone(),
             metrics.clone(),
         );
-        sessions.set_pubsub_limits(config.pubsub.limits());
+        // The services on domains of their own run on every session node;
+        // each stanza is served by the node their placement names: a MUC
+        // room by the owner of its shard, pubsub and upload slots by the
+        // owner of their domain's shard
+        // (docs/decisions/0023-components-in-a-cluster.md).
+        crate::server::start_muc(&config, &out.store, &sessions);
+        crate::server::start_pubsub(&config, &out.store, &sessions);
+        if config.upload.enabled {
+            if config.upload.secret.is_empty() {
+                tracing::warn!(
+                    "[upload] secret is not set: slot URLs signed by this session node fail on \
+                     connection managers with another data_dir"
+                );
+            }
+            let signer = config.upload.signer(&server_secret(&data_dir)?);
+            crate::upload::start_service(&config, "", signer, &sessions);
+        }
         // Stanzas for other domains go to the s2s node of their domain.
         sessions.set_remote(rookery_rpc::S2sClient::new(
             membership.clone(),
@@ -291,8 +307,12 @@ pub async fn start(config: Config, roles: &[Role]) -> anyhow::Result<ClusterNode
                  data_dir secret, which fails whenever more than one s2s node runs"
             );
         }
-        let inbound =
-            rookery_rpc::RemoteInbound::new(membership.clone(), rpc, metrics.clone(), &domain);
+        let inbound = rookery_rpc::RemoteInbound::new(
+            membership.clone(),
+            rpc,
+            metrics.clone(),
+            config.served_domains(),
+        );
         let (_, identity) = tls_identity(&config)?;
         let role = serve_s2s(
             &config,

@@ -264,6 +264,22 @@ impl Default for LogConfig {
 pub const ENV_PREFIX: &str = "ROOKERY__";
 
 impl Config {
+    /// The server's domain, then the domains of the enabled services that
+    /// have their own (MUC, pubsub, upload): what federation accepts.
+    pub fn served_domains(&self) -> Vec<String> {
+        let mut v = vec![self.server.domain.clone()];
+        for (on, d) in [
+            (self.muc.enabled, &self.muc.domain),
+            (self.pubsub.enabled, &self.pubsub.domain),
+            (self.upload.enabled, &self.upload.domain),
+        ] {
+            if on && !d.is_empty() {
+                v.push(d.clone());
+            }
+        }
+        v
+    }
+
     /// Reads and checks a file.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         Config::from_sources(Some(path), std::iter::empty())

@@ -1139,3 +1139,267 @@ async fn federation_through_s2s_nodes() {
         "{m}"
     );
 }
+
+const MUC: &str = "http://jabber.org/protocol/muc";
+
+/// The status codes of a MUC presence, sorted.
+fn muc_codes(p: &rookery_xml::Element) -> Vec<String> {
+    let mut v: Vec<String> = p
+        .child("x", "http://jabber.org/protocol/muc#user")
+        .map(|x| {
+            x.children()
+                .filter(|c| c.name() == "status")
+                .filter_map(|c| c.attr("code").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The `<item/>` of a MUC presence: (affiliation, role).
+fn muc_item(p: &rookery_xml::Element) -> (String, String) {
+    let item = p
+        .child("x", "http://jabber.org/protocol/muc#user")
+        .and_then(|x| x.child("item", "http://jabber.org/protocol/muc#user"))
+        .unwrap_or_else(|| panic!("no item in {p}"));
+    (
+        item.attr("affiliation").unwrap_or_default().to_owned(),
+        item.attr("role").unwrap_or_default().to_owned(),
+    )
+}
+
+/// Joins `occupant` and reads up to the subject message (the service
+/// sends it last); returns the presences received on the way.
+async fn muc_join(c: &mut RawClient, occupant: &str) -> Vec<rookery_xml::Element> {
+    c.send(&format!(
+        "<presence to='{occupant}'><x xmlns='{MUC}'/></presence>"
+    ))
+    .await;
+    let (_, before) = c
+        .until(|e| e.name() == "message" && e.child("subject", "jabber:client").is_some())
+        .await;
+    before
+}
+
+/// XEP-0045 rooms in a cluster (docs/decisions/0023): a room lives on the
+/// session node that owns its shard, and occupants whose accounts live on
+/// the other node reach it through `Forward`; when that node drains, the
+/// occupants leave with status 332, and the room, loaded from the store by
+/// its new node, keeps its configuration and owner.
+#[tokio::test]
+async fn muc_rooms_across_session_nodes() {
+    use rookery_e2e::cluster::room_on;
+    let mut c = Cluster::start(bin(), 2, 2, "[drain]\ngrace_secs = 2\n", "");
+    c.wait_settled().await;
+    let (a, b, d) = (
+        user_on("ma", "session1"),
+        user_on("mb", "session2"),
+        user_on("md", "session1"),
+    );
+    for u in [&a, &b, &d] {
+        c.add_user(u, "pw").await;
+    }
+    let room = format!("{}@conference.localhost", room_on("hall", "session2"));
+    let mut ca = login(&c, "cm1", &a, "r").await;
+    let mut cb = login(&c, "cm2", &b, "r").await;
+    let mut cd = login(&c, "cm2", &d, "r").await;
+
+    // §10.1.2: a creates the room (locked, 201) and makes it persistent.
+    let got = muc_join(&mut ca, &format!("{room}/A")).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(muc_codes(&got[0]), ["110", "201"]);
+    ca.send(&format!(
+        "<iq type='set' to='{room}' id='cfg'><query xmlns='{MUC}#owner'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>{MUC}#roomconfig</value></field><field var='muc#roomconfig_persistentroom'><value>1</value></field><field var='muc#roomconfig_roomname'><value>Cluster hall</value></field></x></query></iq>"
+    ))
+    .await;
+    let (r, _) = ca.until(|e| e.attr("id") == Some("cfg")).await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+
+    // b (its account on the room's node) and d (on the other) enter; each
+    // sees the others first, then itself (§7.2.3).
+    let got = muc_join(&mut cb, &format!("{room}/B")).await;
+    let froms: Vec<&str> = got.iter().filter_map(|p| p.attr("from")).collect();
+    assert_eq!(froms, [format!("{room}/A"), format!("{room}/B")]);
+    let got = muc_join(&mut cd, &format!("{room}/D")).await;
+    let froms: Vec<&str> = got.iter().filter_map(|p| p.attr("from")).collect();
+    assert_eq!(
+        froms,
+        [
+            format!("{room}/A"),
+            format!("{room}/B"),
+            format!("{room}/D")
+        ]
+    );
+    let (p, _) = ca
+        .until(|e| e.attr("from") == Some(format!("{room}/D").as_str()))
+        .await;
+    assert_eq!(muc_item(&p), ("none".into(), "participant".into()));
+
+    // §7.4: a groupchat message reaches every occupant, in order.
+    for i in 0..20 {
+        ca.send(&format!(
+            "<message to='{room}' type='groupchat' id='g{i}'><body>{i}</body></message>"
+        ))
+        .await;
+    }
+    for (client, me) in [(&mut ca, &a), (&mut cb, &b), (&mut cd, &d)] {
+        for i in 0..20 {
+            let m = client.next_message().await;
+            assert_eq!(m.attr("from"), Some(format!("{room}/A").as_str()), "{m}");
+            assert_eq!(m.attr("to"), Some(format!("{me}@localhost/r").as_str()));
+            assert_eq!(m.attr("type"), Some("groupchat"));
+            assert_eq!(m.attr("id"), Some(format!("g{i}").as_str()), "{m}");
+            let body = m.child("body", "jabber:client").map(|b| b.text());
+            assert_eq!(body.as_deref(), Some(i.to_string().as_str()));
+        }
+    }
+    // a's and d's stanzas crossed to the room's node.
+    let forwarded = rookery_e2e::cluster::metric_sum(
+        c.node("session1").http,
+        "rookery_rpc_latency_seconds_count{role=\"session\",method=\"Forward\",outcome=\"ok\"}",
+    )
+    .await;
+    assert!(forwarded >= 22.0, "{forwarded} forwards from session1");
+
+    // The room's node drains: every occupant leaves with 332.
+    c.sigterm("session2");
+    for (client, nick) in [(&mut ca, "A"), (&mut cb, "B"), (&mut cd, "D")] {
+        let (p, _) = client
+            .until(|e| e.name() == "presence" && muc_codes(e).contains(&"332".to_owned()))
+            .await;
+        assert_eq!(p.attr("from"), Some(format!("{room}/{nick}").as_str()));
+        assert_eq!(p.attr("type"), Some("unavailable"));
+        assert_eq!(muc_codes(&p), ["110", "332"]);
+        assert_eq!(muc_item(&p).1, "none");
+    }
+    assert!(
+        c.wait_exit("session2", Duration::from_secs(20))
+            .await
+            .success()
+    );
+
+    // session1 now serves the room, as stored: a is still its owner, and
+    // the name stays.
+    let got = muc_join(&mut ca, &format!("{room}/A")).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(muc_codes(&got[0]), ["110"]);
+    assert_eq!(muc_item(&got[0]), ("owner".into(), "moderator".into()));
+    let info = ca
+        .iq(&format!(
+            "<iq type='get' to='{room}' id='i'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+        ))
+        .await;
+    let identity = info.first_child().and_then(|q| q.first_child()).unwrap();
+    assert_eq!(identity.attr("name"), Some("Cluster hall"), "{info}");
+    let got = muc_join(&mut cb, &format!("{room}/B")).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    cb.send(&format!(
+        "<message to='{room}' type='groupchat' id='after'><body>back</body></message>"
+    ))
+    .await;
+    let (m, _) = ca.until(|e| e.attr("id") == Some("after")).await;
+    assert_eq!(m.attr("from"), Some(format!("{room}/B").as_str()), "{m}");
+}
+
+/// The pubsub service and the upload slot service in a cluster: each is
+/// served by one session node (the owner of its domain's shard), whichever
+/// node the requester's account lives on; a slot granted there is taken by
+/// any cm, as the nodes share `[upload] secret`.
+#[tokio::test]
+async fn pubsub_and_upload_across_session_nodes() {
+    let tail = "[upload]\npublic_url = \"https://upload.test\"\nsecret = \"a shared upload key for the cluster\"\n";
+    let c = Cluster::start_with(bin(), 2, 2, "", "", tail, &[]);
+    c.wait_settled().await;
+    let (a, b) = (user_on("pa", "session1"), user_on("pb", "session2"));
+    for u in [&a, &b] {
+        c.add_user(u, "pw").await;
+    }
+    let mut ca = login(&c, "cm1", &a, "r").await;
+    let mut cb = login(&c, "cm2", &b, "r").await;
+    // Notifications go to the bare JID: to available resources.
+    cb.send("<presence/>").await;
+    let (p, _) = cb.until(|e| e.name() == "presence").await;
+    assert_eq!(p.attr("from"), Some(format!("{b}@localhost/r").as_str()));
+    const PS: &str = "http://jabber.org/protocol/pubsub";
+    let r = ca
+        .iq(&format!(
+            "<iq type='set' to='pubsub.localhost' id='c'><pubsub xmlns='{PS}'><create node='news'/></pubsub></iq>"
+        ))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    let r = cb
+        .iq(&format!(
+            "<iq type='set' to='pubsub.localhost' id='s'><pubsub xmlns='{PS}'><subscribe node='news' jid='{b}@localhost'/></pubsub></iq>"
+        ))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    let r = ca
+        .iq(&format!(
+            "<iq type='set' to='pubsub.localhost' id='p'><pubsub xmlns='{PS}'><publish node='news'><item id='i1'><entry xmlns='urn:example:news'>hello</entry></item></publish></pubsub></iq>"
+        ))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    let m = cb.next_message().await;
+    rookery_e2e::assert_reply_xml(
+        &m,
+        &format!(
+            "<message from='pubsub.localhost' to='{b}@localhost' type='headline'><event xmlns='{PS}#event'><items node='news'><item id='i1'><entry xmlns='urn:example:news'>hello</entry></item></items></event></message>"
+        ),
+    );
+
+    // XEP-0363: a slot from the service, the PUT through cm1's web
+    // listener and the GET through cm2's.
+    let r = ca
+        .iq("<iq type='get' to='upload.localhost' id='u'><request xmlns='urn:xmpp:http:upload:0' filename='a.txt' size='5' content-type='text/plain'/></iq>")
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    let slot = r.first_child().unwrap();
+    let url = |name: &str| {
+        slot.child(name, "urn:xmpp:http:upload:0")
+            .and_then(|e| e.attr("url"))
+            .unwrap()
+            .to_owned()
+    };
+    let (put, get) = (url("put"), url("get"));
+    assert!(put.starts_with("https://upload.test/"), "{put}");
+    let curl = |cm: &str, args: Vec<String>| {
+        let to = format!("upload.test:443:127.0.0.1:{}", c.web_addr(cm).port());
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-sS",
+            "-k",
+            "--max-time",
+            "10",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args(["--connect-to", &to])
+        .args(args);
+        async move {
+            let out = tokio::task::spawn_blocking(move || cmd.output())
+                .await
+                .unwrap()
+                .expect("curl");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    let out = curl(
+        "cm1",
+        vec![
+            "-X".into(),
+            "PUT".into(),
+            "-H".into(),
+            "Content-Type: text/plain".into(),
+            "--data-binary".into(),
+            "hello".into(),
+            put,
+        ],
+    )
+    .await;
+    assert!(out.ends_with("201"), "{out}");
+    let out = curl("cm2", vec![get]).await;
+    assert_eq!(out, "hello\n200");
+}
