@@ -821,3 +821,150 @@ async fn node_configuration() {
         "{r}"
     );
 }
+
+/// XEP-0398 §4: the server puts the vCard avatar's hash into every
+/// available presence, broadcast and directed (a MUC join), unless the
+/// client put a `<photo/>` itself; the hash follows a vCard set (XEP-0153)
+/// and a PEP avatar publish (XEP-0084, §3.1).
+#[tokio::test]
+async fn avatar_hash_in_presence() {
+    const UPDATE: &str = "vcard-temp:x:update";
+    let s = server().await;
+    let mut a = s.online("alice", "home").await;
+    let mut b = s.online("bob", "desk").await;
+    befriend(&mut a, "alice@localhost", &mut b, "bob@localhost").await;
+    let hash_of = |bytes: &[u8]| -> String {
+        sha1::Sha1::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    // No photo yet: the presence goes out as sent (§4 Example 3 without a
+    // hash to add).
+    a.send("<presence><show>chat</show></presence>").await;
+    let (p, _) = b
+        .until(|e| e.name() == "presence" && e.attr("from") == Some("alice@localhost/home"))
+        .await;
+    assert_reply_xml(
+        &p,
+        "<presence from='alice@localhost/home' to='bob@localhost'><show>chat</show></presence>",
+    );
+
+    // XEP-0153: a vCard with a photo; the next presence carries its hash
+    // (§4 Example 4).
+    let img = b"\x89PNG\r\n\x1a\n a tiny image";
+    let b64 = base64::engine::general_purpose::STANDARD.encode(img);
+    let r = a
+        .iq(&format!(
+            "<iq type='set' id='v'><vCard xmlns='vcard-temp'><FN>Alice</FN><PHOTO><TYPE>image/png</TYPE><BINVAL>{b64}</BINVAL></PHOTO></vCard></iq>"
+        ))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    let h1 = hash_of(img);
+    a.send(&format!("<presence><x xmlns='{UPDATE}'/></presence>"))
+        .await;
+    let (p, _) = b
+        .until(|e| e.name() == "presence" && e.attr("from") == Some("alice@localhost/home"))
+        .await;
+    assert_reply_xml(
+        &p,
+        &format!(
+            "<presence from='alice@localhost/home' to='bob@localhost'><x xmlns='{UPDATE}'><photo>{h1}</photo></x></presence>"
+        ),
+    );
+    // Her own resource gets the same.
+    let (p, _) = a.until(|e| e.name() == "presence").await;
+    assert_eq!(
+        p.child("x", UPDATE)
+            .and_then(|x| x.child("photo", UPDATE))
+            .map(|p| p.text()),
+        Some(h1.clone()),
+        "{p}"
+    );
+
+    // §4 Examples 5 and 6: an empty photo is left alone.
+    a.send(&format!(
+        "<presence><x xmlns='{UPDATE}'><photo/></x></presence>"
+    ))
+    .await;
+    let (p, _) = b
+        .until(|e| e.name() == "presence" && e.attr("from") == Some("alice@localhost/home"))
+        .await;
+    assert_reply_xml(
+        &p,
+        &format!(
+            "<presence from='alice@localhost/home' to='bob@localhost'><x xmlns='{UPDATE}'><photo/></x></presence>"
+        ),
+    );
+
+    // XEP-0084: a new avatar through PEP replaces the vCard photo, and so
+    // the hash.
+    let png: Vec<u8> = (0u8..=255).collect();
+    let (b64, h2) = (
+        base64::engine::general_purpose::STANDARD.encode(&png),
+        hash_of(&png),
+    );
+    for (id, node, payload) in [
+        (
+            "d",
+            "urn:xmpp:avatar:data",
+            format!("<data xmlns='urn:xmpp:avatar:data'>{b64}</data>"),
+        ),
+        (
+            "m",
+            "urn:xmpp:avatar:metadata",
+            format!(
+                "<metadata xmlns='urn:xmpp:avatar:metadata'><info bytes='256' id='{h2}' type='image/png'/></metadata>"
+            ),
+        ),
+    ] {
+        let r = a
+            .iq(&format!(
+                "<iq type='set' id='{id}'><pubsub xmlns='{PUBSUB}'><publish node='{node}'><item id='{h2}'>{payload}</item></publish></pubsub></iq>"
+            ))
+            .await;
+        assert_eq!(r.attr("type"), Some("result"), "{r}");
+    }
+    a.send("<presence/>").await;
+    let (p, _) = b
+        .until(|e| e.name() == "presence" && e.attr("from") == Some("alice@localhost/home"))
+        .await;
+    assert_reply_xml(
+        &p,
+        &format!(
+            "<presence from='alice@localhost/home' to='bob@localhost'><x xmlns='{UPDATE}'><photo>{h2}</photo></x></presence>"
+        ),
+    );
+
+    // "The hash MUST also be injected into directed presences such as MUC
+    // joins": bob's room sees alice's avatar.
+    const MUC: &str = "http://jabber.org/protocol/muc";
+    b.send(&format!(
+        "<presence to='den@conference.localhost/Bob'><x xmlns='{MUC}'/></presence>"
+    ))
+    .await;
+    b.until(|e| e.name() == "message" && e.child("subject", "jabber:client").is_some())
+        .await;
+    let r = b
+        .iq(&format!(
+            "<iq type='set' to='den@conference.localhost' id='inst'><query xmlns='{MUC}#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>"
+        ))
+        .await;
+    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    a.send(&format!(
+        "<presence to='den@conference.localhost/Alice'><x xmlns='{MUC}'/></presence>"
+    ))
+    .await;
+    let (p, _) = b
+        .until(|e| {
+            e.name() == "presence" && e.attr("from") == Some("den@conference.localhost/Alice")
+        })
+        .await;
+    assert_eq!(
+        p.child("x", UPDATE)
+            .and_then(|x| x.child("photo", UPDATE))
+            .map(|p| p.text()),
+        Some(h2),
+        "{p}"
+    );
+}

@@ -5,6 +5,7 @@
 //! kept in a fixed number of shards, each behind its own short-held lock, so
 //! that routing lookups on different users do not contend.
 
+mod avatar;
 pub mod blocking;
 pub mod carbons;
 pub mod mam;
@@ -214,6 +215,9 @@ pub struct LocalSessions {
     roster_locks: Vec<tokio::sync::Mutex<()>>,
     /// XEP-0441 archiving preferences of accounts with online resources.
     mam_prefs: std::sync::Mutex<HashMap<Jid, Arc<mam::ArchivePrefs>>>,
+    /// XEP-0398 §4: the vCard photo hash of accounts with online
+    /// resources (`None`: no photo).
+    avatar_hashes: std::sync::Mutex<HashMap<Jid, Option<Arc<str>>>>,
     started: Instant,
     /// Itself, for the XEP-0198 resumption timers.
     me: Weak<LocalSessions>,
@@ -258,6 +262,7 @@ impl LocalSessions {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             mam_prefs: Default::default(),
+            avatar_hashes: Default::default(),
             started: Instant::now(),
             me: me.clone(),
             peers: std::sync::OnceLock::new(),
@@ -936,12 +941,18 @@ impl LocalSessions {
         for _ in 0..removed {
             self.metrics.sessions.dec();
         }
+        self.forget_caches(bare);
+    }
+
+    /// Drops what is cached for an account while it is online.
+    fn forget_caches(&self, bare: &Jid) {
         if let Ok(mut cache) = self.blocklists.lock() {
             cache.remove(bare);
         }
         if let Ok(mut cache) = self.mam_prefs.lock() {
             cache.remove(bare);
         }
+        self.vcard_changed(bare);
     }
 
     /// The bound resources of an account with their connection ids.
@@ -1523,12 +1534,7 @@ impl SessionService for LocalSessions {
                 }
                 if rs.is_empty() {
                     shard.remove(&bare);
-                    if let Ok(mut cache) = self.blocklists.lock() {
-                        cache.remove(&bare);
-                    }
-                    if let Ok(mut cache) = self.mam_prefs.lock() {
-                        cache.remove(&bare);
-                    }
+                    self.forget_caches(&bare);
                 }
             }
             (removed, offline_now)

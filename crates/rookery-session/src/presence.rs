@@ -46,6 +46,12 @@ impl LocalSessions {
     /// A presence stanza sent by the local session `from` (RFC 6121 §3, §4).
     pub(crate) async fn outbound_presence(&self, from: &Jid, stanza: Stanza) {
         let kind = stanza.stanza_type().map(str::to_owned);
+        // XEP-0398 §4: the avatar hash in every available presence.
+        let stanza = if kind.is_none() {
+            self.with_avatar_hash(from, stanza).await
+        } else {
+            stanza
+        };
         match (kind.as_deref(), stanza.to().cloned()) {
             // §4.2, §4.4, §4.5: broadcast of the session's own presence.
             (None | Some("unavailable"), None) => self.broadcast(from, &stanza).await,

@@ -278,6 +278,7 @@ async fn avatar_to_vcard(sessions: &LocalSessions, owner: &Jid, publish: &Elemen
     if let Err(e) = store.set_vcard(owner, &vcard.to_xml_string()).await {
         warn!(error = %e, "vCard store unavailable");
     }
+    sessions.vcard_changed(owner);
 }
 
 /// XEP-0402 §5.3.1: the native bookmarks as XEP-0048 `<storage/>`, or

@@ -137,11 +137,9 @@ impl Module for VCard {
                         self.max_bytes
                     ))));
                 }
-                store
-                    .set_vcard(&me, &xml)
-                    .await
-                    .map(|()| None)
-                    .map_err(unavailable)
+                let r = store.set_vcard(&me, &xml).await;
+                ctx.sessions.vcard_changed(&me);
+                r.map(|()| None).map_err(unavailable)
             }
             // §3.3: another account's vCard, answered on its behalf. No vCard
             // gets the same <service-unavailable/> as no account (which the
