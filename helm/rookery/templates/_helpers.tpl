@@ -65,6 +65,49 @@ app.kubernetes.io/part-of: rookery
 {{- default (printf "%s-dialback" (include "rookery.fullname" .)) .Values.s2s.dialbackSecret.existingSecret -}}
 {{- end -}}
 
+{{/*
+HTTP upload (XEP-0363): "true" when the chart offers it. Single mode: files
+on the PVC. Cluster mode: only with a volume every cm can mount (a PUT
+through one cm and a GET through another read the same files).
+*/}}
+{{- define "rookery.upload" -}}
+{{- $v := .Values -}}
+{{- if and $v.upload.enabled (dig "upload" "enabled" true $v.config) -}}
+{{- if or (eq $v.mode "single") $v.upload.sharedVolume.existingClaim $v.upload.sharedVolume.storageClass -}}true{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when cluster mode offers upload: the shared volume and the signing Secret. */}}
+{{- define "rookery.uploadShared" -}}
+{{- if and (eq .Values.mode "cluster") (include "rookery.upload" .) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "rookery.uploadSecretName" -}}
+{{- default (printf "%s-upload" (include "rookery.fullname" .)) .Values.upload.signingSecret.existingSecret -}}
+{{- end -}}
+
+{{- define "rookery.uploadClaimName" -}}
+{{- default (printf "%s-upload" (include "rookery.fullname" .)) .Values.upload.sharedVolume.existingClaim -}}
+{{- end -}}
+
+{{/* The cms' shared upload volume and the directory in it (the server makes
+it and sets its mode 0700, which it may not do on the volume's root). */}}
+{{- define "rookery.uploadMountPath" -}}/var/lib/rookery-upload{{- end -}}
+{{- define "rookery.uploadDirectory" -}}/var/lib/rookery-upload/files{{- end -}}
+
+{{/* The public URL of the cms' [web] listener: config.web.public_url, or
+https://<domain> with the client Service's web port unless it is 443. */}}
+{{- define "rookery.webPublicUrl" -}}
+{{- $v := .Values -}}
+{{- $userWeb := $v.config.web | default dict -}}
+{{- if $userWeb.public_url -}}
+{{- $userWeb.public_url -}}
+{{- else -}}
+{{- $port := int $v.service.ports.web -}}
+{{- ternary (printf "https://%s" $v.config.server.domain) (printf "https://%s:%d" $v.config.server.domain $port) (eq $port 443) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The cluster roles the chart runs: cm, session, and s2s when federation is on. */}}
 {{- define "rookery.clusterRoles" -}}
 {{- if .Values.s2s.enabled -}}["cm","session","s2s"]{{- else -}}["cm","session"]{{- end -}}
@@ -95,8 +138,7 @@ the chart decides laid over it. Call with (dict "ctx" $ "role" "cm").
 {{- $web := dict "tls_listen" (list (printf "0.0.0.0:%d" (int $v.ports.web))) -}}
 {{- $userWeb := $cfg.web | default dict -}}
 {{- if not $userWeb.public_url -}}
-{{- $port := int $v.service.ports.web -}}
-{{- $_ := set $web "public_url" (ternary (printf "https://%s" $v.config.server.domain) (printf "https://%s:%d" $v.config.server.domain $port) (eq $port 443)) -}}
+{{- $_ := set $web "public_url" (include "rookery.webPublicUrl" $ctx) -}}
 {{- end -}}
 {{- $_ := set $chart "web" $web -}}
 {{- end -}}
@@ -112,6 +154,24 @@ the chart decides laid over it. Call with (dict "ctx" $ "role" "cm").
 {{- $_ := set $s2s "dialback_secret_file" (printf "/etc/rookery/dialback/%s" $v.s2s.dialbackSecret.existingSecretKey) -}}
 {{- end -}}
 {{- $_ := set $chart "s2s" $s2s -}}
+{{- /* HTTP upload (XEP-0363): in a cluster every session node grants slots
+for the cms' web listener (decision 0023), or nobody does. */ -}}
+{{- if eq $v.mode "cluster" -}}
+{{- if include "rookery.upload" $ctx -}}
+{{- $up := dict "enabled" true -}}
+{{- if not (dig "upload" "public_url" "" $cfg) -}}
+{{- $_ := set $up "public_url" (include "rookery.webPublicUrl" $ctx) -}}
+{{- end -}}
+{{- if eq .role "cm" -}}
+{{- $_ := set $up "directory" (include "rookery.uploadDirectory" $ctx) -}}
+{{- end -}}
+{{- $_ := set $chart "upload" $up -}}
+{{- else -}}
+{{- $_ := set $chart "upload" (dict "enabled" false) -}}
+{{- end -}}
+{{- else if not $v.upload.enabled -}}
+{{- $_ := set $chart "upload" (dict "enabled" false) -}}
+{{- end -}}
 {{- if eq $v.mode "cluster" -}}
 {{- $k8s := dict "namespace" $ctx.Release.Namespace "session_service" (printf "%s-session" (include "rookery.fullname" $ctx)) "cm_service" (printf "%s-cm" (include "rookery.fullname" $ctx)) -}}
 {{- $_ := set $chart "cluster" (dict "grpc_listen" (printf "0.0.0.0:%d" (int $v.ports.grpc)) "redis" (dict "urls" (include "rookery.redisUrls" $ctx | fromJsonArray)) "kubernetes" $k8s) -}}
@@ -225,6 +285,15 @@ env:
     value: "$(POD_IP):{{ $v.ports.grpc }}"
 {{- include "rookery.secretEnv" .ctx }}
 {{- end }}
+{{- if and (or (eq .role "cm") (eq .role "session")) (include "rookery.uploadShared" .ctx) }}
+  - name: UPLOAD_SECRET
+    valueFrom:
+      secretKeyRef:
+        name: {{ include "rookery.uploadSecretName" .ctx }}
+        key: {{ $v.upload.signingSecret.existingSecretKey }}
+  - name: ROOKERY__UPLOAD__SECRET
+    value: '"$(UPLOAD_SECRET)"'
+{{- end }}
 {{- with $v.extraEnv }}
 {{ toYaml . | indent 2 }}
 {{- end }}
@@ -336,6 +405,9 @@ volumeMounts:
 {{- if and $v.tls.certManager.enabled $v.tls.cert -}}
 {{- fail "tls: set only one of existingSecret, certManager.enabled, cert/key" -}}
 {{- end -}}
+{{- if and $v.upload.sharedVolume.existingClaim $v.upload.sharedVolume.storageClass -}}
+{{- fail "upload.sharedVolume: set existingClaim or storageClass, not both" -}}
+{{- end -}}
 {{- if ne (empty $v.tls.cert) (empty $v.tls.key) -}}
 {{- fail "tls: set both cert and key, or neither" -}}
 {{- end -}}
@@ -443,6 +515,10 @@ spec:
           mountPath: /etc/rookery/dialback
           readOnly: true
         {{- end }}
+        {{- if and (eq .role "cm") (include "rookery.uploadShared" $ctx) }}
+        - name: upload
+          mountPath: {{ include "rookery.uploadMountPath" $ctx }}
+        {{- end }}
   volumes:
     {{- include "rookery.volumes" $ctx | nindent 4 }}
     {{- if eq .role "s2s" }}
@@ -450,6 +526,11 @@ spec:
       secret:
         secretName: {{ include "rookery.dialbackSecretName" $ctx }}
         defaultMode: 0400
+    {{- end }}
+    {{- if and (eq .role "cm") (include "rookery.uploadShared" $ctx) }}
+    - name: upload
+      persistentVolumeClaim:
+        claimName: {{ include "rookery.uploadClaimName" $ctx }}
     {{- end }}
     {{- if ne .role "single" }}
     - name: data

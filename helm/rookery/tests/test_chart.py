@@ -237,6 +237,14 @@ BAD_VALUES = {
         "config": {"c2s": {"max_connections": 20000}},
         "cm": {"autoscaling": {"targetConnectionsPerPod": 20000}},
     },
+    "unknown upload key": {"upload": {"volume": {}}},
+    "upload volume from a claim and a class": {
+        "upload": {"sharedVolume": {"existingClaim": "files", "storageClass": "nfs"}}
+    },
+    "upload volume without ReadWriteMany": {
+        "upload": {"sharedVolume": {"storageClass": "nfs", "accessModes": ["ReadWriteOnce"]}}
+    },
+    "upload secret without a key": {"upload": {"signingSecret": {"existingSecretKey": ""}}},
 }
 
 
@@ -689,6 +697,186 @@ def test_dialback_secret(case):
     assert path == f'{mounts["dialback"]["mountPath"]}/{want["existingSecretKey"]}'
 
 
+# --- HTTP upload (XEP-0363) ------------------------------------------------------------
+
+UPLOAD_MOUNT = "/var/lib/rookery-upload"
+
+
+def upload_offered(values) -> bool:
+    """What the chart promises: upload unless turned off, and in cluster mode
+    only with a volume every cm mounts (decision 0023)."""
+    if not (values["upload"]["enabled"] and (values["config"].get("upload") or {}).get("enabled", True)):
+        return False
+    vol = values["upload"]["sharedVolume"]
+    return values["mode"] == "single" or bool(vol["existingClaim"] or vol["storageClass"])
+
+
+def web_public_url(values) -> str:
+    url = (values["config"].get("web") or {}).get("public_url")
+    if url:
+        return url
+    port = values["service"]["ports"]["web"]
+    domain = values["config"]["server"]["domain"]
+    return f"https://{domain}" if port == 443 else f"https://{domain}:{port}"
+
+
+def check_upload(docs, values):
+    offered = upload_offered(values)
+    cluster = values["mode"] == "cluster"
+    shared = cluster and offered
+    user = values["config"].get("upload") or {}
+    signing = values["upload"]["signingSecret"]
+    volume = values["upload"]["sharedVolume"]
+    secret_name = signing["existingSecret"] or "rookery-upload"
+    claim_name = volume["existingClaim"] or "rookery-upload"
+
+    # Every role's [upload]: the same enabled flag and public URL everywhere
+    # in a cluster (session nodes grant the slots, cms serve them, s2s nodes
+    # accept the upload domain); files in the shared volume on the cms.
+    roles = set()
+    for w in rookery_workloads(docs):
+        role = w["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
+        roles.add(role)
+        cfg = role_config(docs, w).get("upload", {})
+        c = container(w)
+        env = env_of(c)
+        mounts = {m["name"]: m for m in c["volumeMounts"]}
+        volumes = {v["name"]: v for v in w["spec"]["template"]["spec"]["volumes"]}
+        assert cfg.get("enabled", True) is offered, (role, cfg)
+        if shared:
+            assert cfg["public_url"] == (user.get("public_url") or web_public_url(values)), role
+            assert cfg["public_url"].startswith("https://")
+        elif cluster:
+            assert cfg.get("public_url", "") == user.get("public_url", ""), role
+        else:
+            # Single mode: the server's own defaults (its [web] public URL,
+            # <data_dir>/upload on the PVC).
+            assert cfg.get("public_url", "") == user.get("public_url", "")
+            assert cfg.get("directory", "") == user.get("directory", "")
+        # The signing key, from the Secret, on cm and session pods only.
+        if shared and role in ("cm", "session"):
+            names = [e["name"] for e in c["env"]]
+            assert names.index("UPLOAD_SECRET") < names.index("ROOKERY__UPLOAD__SECRET")
+            assert env["UPLOAD_SECRET"]["valueFrom"]["secretKeyRef"] == {
+                "name": secret_name,
+                "key": signing["existingSecretKey"],
+            }
+            assert env["ROOKERY__UPLOAD__SECRET"]["value"] == '"$(UPLOAD_SECRET)"'
+            assert "secret" not in cfg  # never in the ConfigMap
+        else:
+            assert "UPLOAD_SECRET" not in env and "ROOKERY__UPLOAD__SECRET" not in env, role
+        # The shared volume on every cm, and the directory inside it.
+        if shared and role == "cm":
+            assert volumes["upload"]["persistentVolumeClaim"]["claimName"] == claim_name
+            assert mounts["upload"]["mountPath"] == UPLOAD_MOUNT
+            assert not mounts["upload"].get("readOnly", False)
+            assert cfg["directory"].startswith(UPLOAD_MOUNT + "/")
+        else:
+            assert "upload" not in volumes and "upload" not in mounts, role
+            if cluster:
+                assert "directory" not in cfg, role
+    if cluster:
+        assert roles == set(cluster_roles_of(values))
+
+    secrets = [s for s in kinds(docs, "Secret") if s["metadata"]["name"] == "rookery-upload"]
+    if shared and not signing["existingSecret"]:
+        (secret,) = secrets
+        assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        value = base64.b64decode(secret["data"][signing["existingSecretKey"]])
+        assert len(value) == 48 and value.isalnum()
+    else:
+        assert not secrets
+
+    claims = kinds(docs, "PersistentVolumeClaim")
+    if shared and not volume["existingClaim"]:
+        (pvc,) = claims
+        assert pvc["metadata"]["name"] == "rookery-upload"
+        assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert "ReadWriteMany" in pvc["spec"]["accessModes"]
+        assert pvc["spec"]["storageClassName"] == volume["storageClass"]
+        assert pvc["spec"]["resources"]["requests"]["storage"] == volume["size"]
+    else:
+        assert not claims
+
+
+def cluster_roles_of(values) -> list[str]:
+    return ["cm", "session", "s2s"] if values["s2s"]["enabled"] else ["cm", "session"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_upload(case):
+    check_upload(rendered(case), merged(case))
+
+
+# Values beside the ci/ cases: each way of turning upload on or off.
+UPLOAD_VARIANTS = {
+    "cluster, class": {"upload": {"sharedVolume": {"storageClass": "nfs"}}},
+    "cluster, claim and key made elsewhere, no federation": {
+        "s2s": {"enabled": False},
+        "upload": {
+            "signingSecret": {"existingSecret": "keys", "existingSecretKey": "upload"},
+            "sharedVolume": {"existingClaim": "files"},
+        },
+    },
+    "cluster, own URLs": {
+        "service": {"ports": {"web": 8443}},
+        "config": {"web": {"public_url": "https://web.example.org"}},
+        "upload": {"sharedVolume": {"storageClass": "nfs"}},
+    },
+    "cluster, own upload URL": {
+        "config": {"upload": {"public_url": "https://files.example.org", "max_file_size": 1048576}},
+        "upload": {"sharedVolume": {"storageClass": "nfs", "accessModes": ["ReadWriteMany"]}},
+    },
+    "cluster, web port 8443": {
+        "service": {"ports": {"web": 8443}},
+        "upload": {"sharedVolume": {"existingClaim": "files"}},
+    },
+    "cluster, upload off": {"upload": {"enabled": False, "sharedVolume": {"storageClass": "nfs"}}},
+    "cluster, upload off in config": {
+        "config": {"upload": {"enabled": False}},
+        "upload": {"sharedVolume": {"storageClass": "nfs"}},
+    },
+    "cluster, no shared volume but enabled in config": {"config": {"upload": {"enabled": True}}},
+    "single": {"mode": "single", "config": {"store": {"backend": "sqlite"}}},
+    "single, upload off": {
+        "mode": "single",
+        "config": {"store": {"backend": "sqlite"}},
+        "upload": {"enabled": False, "sharedVolume": {"storageClass": "nfs"}},
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(UPLOAD_VARIANTS))
+def test_upload_variants(name):
+    values = UPLOAD_VARIANTS[name]
+    docs = render_values(values)
+    check_upload(docs, _chart().merge_values(values))
+    for doc in docs:
+        doc = strip_internal(doc)
+        if doc["kind"] not in CUSTOM_KINDS:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+def test_upload_notes():
+    """NOTES.txt says whether upload is offered, and why not in a cluster without a shared volume."""
+
+    def notes(values):
+        out = _chart().render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        (text,) = [v for k, v in out.items() if k.endswith("NOTES.txt")]
+        return " ".join(text.split())
+
+    off = notes(None)
+    assert "HTTP upload (XEP-0363) is off" in off and "upload.sharedVolume.storageClass" in off
+    assert "ReadWriteMany" in off
+    on = notes(UPLOAD_VARIANTS["cluster, class"])
+    assert "HTTP upload (XEP-0363) on upload.example.org" in on
+    assert "https://example.org/upload/" in on and "rookery-upload" in on
+    assert "is off" not in on
+    assert "off (upload.enabled" in notes(UPLOAD_VARIANTS["cluster, upload off"])
+    single = notes(UPLOAD_VARIANTS["single"])
+    assert "HTTP upload (XEP-0363) on upload.example.org" in single and "PVC" in single
+
+
 # --- TLS, store migration, monitoring objects ---------------------------------------
 
 
@@ -926,6 +1114,10 @@ def test_dockerfile():
 ROOKERY_BIN = os.environ.get("ROOKERY_BIN")
 
 
+# What every Secret holds in pod_env (at least 16 characters: an upload key).
+SECRET_STAND_IN = "secret-value-0123456789"
+
+
 def pod_env(c: dict) -> dict[str, str]:
     """The container's environment as Kubernetes would give it: Downward API
     and Secret values replaced by stand-ins, `$(VAR)` expanded from the
@@ -942,7 +1134,7 @@ def pod_env(c: dict) -> dict[str, str]:
         elif "fieldRef" in e.get("valueFrom", {}):
             value = stand_in[e["valueFrom"]["fieldRef"]["fieldPath"]]
         else:
-            value = "secret-value"
+            value = SECRET_STAND_IN
         env[e["name"]] = value
     return env
 
@@ -978,5 +1170,8 @@ def test_server_accepts_rendered_config(case, tmp_path):
             effective = tomllib.loads(out.stdout)
             if "ROOKERY__CLUSTER__GRPC_ADVERTISE" in env:
                 assert effective["cluster"]["grpc_advertise"] == "10.1.2.3:7400"
+            if "ROOKERY__UPLOAD__SECRET" in env:
+                assert effective["upload"]["secret"] == SECRET_STAND_IN
+            assert effective["upload"]["enabled"] is upload_offered(merged(case))
             checked += 1
     assert checked > 0
