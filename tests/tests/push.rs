@@ -540,3 +540,45 @@ async fn notification_any(app: &mut RawClient) -> (String, Element) {
         .to_owned();
     (node, n)
 }
+
+/// §8: the push service (here the local account `push`, the app server)
+/// removes the account's publish affiliation and says so with a message to
+/// the bare JID (Example 15): that registration goes, the notice is not
+/// delivered, and another node's registration stays. The same message from
+/// anyone else, or for an affiliation that still publishes, is an ordinary
+/// message.
+#[tokio::test]
+async fn remote_disabling_by_affiliation_notice() {
+    let s = server().await;
+    let mut a = s.online("alice", "phone").await;
+    a.send("<presence/>").await;
+    a.until(|e| e.name() == "presence").await;
+    enable(&mut a, "yxs32uqsflafdk3iuqo").await;
+    enable(&mut a, "kept").await;
+    let mut app = s.online("push", "appserver").await;
+    let mut bob = s.online("bob", "pc").await;
+    let notice = |node: &str, aff: &str| {
+        format!(
+            "<message to='alice@localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub' node='{node}'><affiliation jid='alice@localhost' affiliation='{aff}'/></pubsub></message>"
+        )
+    };
+    // Not from the push service: delivered, nothing removed.
+    bob.send(&notice("yxs32uqsflafdk3iuqo", "none")).await;
+    let m = a.next_message().await;
+    assert_eq!(m.attr("from"), Some("bob@localhost/pc"), "{m}");
+    // From the push service, but still a publisher: delivered.
+    app.send(&notice("yxs32uqsflafdk3iuqo", "publish-only"))
+        .await;
+    let m = a.next_message().await;
+    assert_eq!(m.attr("from"), Some(APP), "{m}");
+    assert_eq!(registrations(&s, "alice").await.len(), 2);
+    // Example 15: removed, not delivered.
+    app.send(&notice("yxs32uqsflafdk3iuqo", "none")).await;
+    bob.send("<message to='alice@localhost' id='after'><body>x</body></message>")
+        .await;
+    let m = a.next_message().await;
+    assert_eq!(m.attr("id"), Some("after"), "the notice was delivered: {m}");
+    let regs = registrations(&s, "alice").await;
+    assert_eq!(regs.len(), 1, "{regs:?}");
+    assert_eq!(regs[0].node, "kept");
+}

@@ -1344,6 +1344,15 @@ impl LocalSessions {
             }
             return;
         }
+        // XEP-0357 §8: a push service revoking the account's registration.
+        if stanza.kind() == StanzaKind::Message
+            && to.resource().is_none()
+            && self
+                .push_affiliation_notice(&bare, from, stanza.element())
+                .await
+        {
+            return;
+        }
         // XEP-0313: archived for an online account now, else once stored offline.
         if !archived && stanza.kind() == StanzaKind::Message && self.is_online(&bare) {
             if let Some((el, id)) = self.prepare_incoming(from, &bare, stanza.element()).await {

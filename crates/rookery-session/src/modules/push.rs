@@ -42,6 +42,8 @@ pub const PUBLISH_OPTIONS: &str = "http://jabber.org/protocol/pubsub#publish-opt
 pub const MAX_OPTIONS_BYTES: usize = 4096;
 /// Largest app server JID or node accepted, in bytes.
 const MAX_NODE_BYTES: usize = 1023;
+/// XEP-0060 (§8 affiliation notices).
+const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
 /// How long an unanswered notification is remembered (for §7.1).
 const ANSWER_WAIT: Duration = Duration::from_secs(300);
 
@@ -564,6 +566,62 @@ async fn disable(ctx: &IqContext<'_>, user: &Jid, p: &Element) -> IqResult {
 /// The hooks of the session service: where a message goes offline or to a
 /// hibernated session, answers to notifications, clients coming back.
 impl LocalSessions {
+    /// §8: a push service announces, with a message to the account's bare
+    /// JID, that the account may no longer publish to one of its nodes
+    /// (`<pubsub node><affiliation jid affiliation='none'/></pubsub>`, or
+    /// any affiliation that cannot publish). The registration of that
+    /// service and node is removed and the notice is not delivered; `false`
+    /// when the message is not such a notice for a registration of the
+    /// account (it is then delivered as any message).
+    pub(crate) async fn push_affiliation_notice(
+        &self,
+        bare: &Jid,
+        from: &Jid,
+        el: &Element,
+    ) -> bool {
+        let Some(ps) = el.child("pubsub", NS_PUBSUB) else {
+            return false;
+        };
+        let Some(node) = ps.attr("node").filter(|n| !n.is_empty()) else {
+            return false;
+        };
+        let revoked = ps.children().any(|a| {
+            a.is("affiliation", NS_PUBSUB)
+                && a.attr("jid")
+                    .and_then(|j| Jid::parse(j).ok())
+                    .is_some_and(|j| j.to_bare() == *bare)
+                && !matches!(
+                    a.attr("affiliation"),
+                    Some("publish-only" | "publisher" | "owner")
+                )
+        });
+        if !revoked {
+            return false;
+        }
+        let store = &self.stores().push;
+        let regs = match store.push_registrations(bare).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "push store unavailable: affiliation notice delivered as is");
+                return false;
+            }
+        };
+        let Some(reg) = regs.iter().find(|r| {
+            r.node == node && (r.service == from.as_str() || r.service == from.to_bare().as_str())
+        }) else {
+            return false;
+        };
+        if let Err(e) = store.remove_push(bare, &reg.service, Some(node)).await {
+            warn!(error = %e, "push registration not removed");
+            return false;
+        }
+        if let Some(pusher) = self.modules().pusher() {
+            pusher.forget(bare, &reg.service, Some(node));
+        }
+        info!(user = %bare, service = %reg.service, "push disabled by the push service (XEP-0357 §8)");
+        true
+    }
+
     /// A message was stored offline for `bare` (no available resource):
     /// every registration of the account is notified.
     pub(crate) async fn push_offline(&self, bare: &Jid, from: &Jid, el: &Element) {
