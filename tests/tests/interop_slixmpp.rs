@@ -222,6 +222,25 @@ async fn slixmpp_muc_join_chat_kick() {
     .await;
 }
 
+/// XEP-0313 room archives with slixmpp's xep_0045/xep_0359/xep_0313
+/// plugins: live copies carry the room's stanza-id, an outsider pages
+/// through a public room's archive and filters by occupant JID
+/// (tests/interop/slixmpp_muc_mam.py).
+#[tokio::test]
+async fn slixmpp_muc_archive() {
+    run_interop_script(
+        "slixmpp_muc_mam.py",
+        &[
+            "the room advertises urn:xmpp:mam:2",
+            "the same for everyone",
+            "all 10 in order, ids as live",
+            "his 3 messages",
+            "OK",
+        ],
+    )
+    .await;
+}
+
 /// XEP-0163 with slixmpp's xep_0060/xep_0163/xep_0115/xep_0223/xep_0084/
 /// xep_0048 plugins: OMEMO device lists and bundles published with
 /// publish-options and received by a subscribed contact whose caps the
