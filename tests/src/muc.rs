@@ -82,7 +82,6 @@ pub async fn configure(c: &mut RawClient, room: &str, fields: &[(&str, &str)]) {
     assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
 }
 
-
 /// The id of the XEP-0359 `<stanza-id/>` by `by` (an archive: a room's
 /// bare JID) that a message carries; panics if there is none.
 pub fn stanza_id(m: &Element, by: &str) -> String {

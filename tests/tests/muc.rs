@@ -3,8 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use rookery_e2e::muc::{MUC, USER, codes, configure, create, is_self, join, stanza_id, xml};
-use rookery_e2e::{RawClient, TestServer};
-use rookery_xml::Element;
+use rookery_e2e::TestServer;
 
 async fn server() -> TestServer {
     server_with(|_| {}).await
@@ -545,7 +544,7 @@ async fn config_form_round_trip_and_disco() {
         .await;
     assert_eq!(
         xml(&r),
-        "<iq xmlns='jabber:client' type='result' id='d2' to='alice@localhost/a' from='cfg@conference.localhost'><query xmlns='http://jabber.org/protocol/disco#info'><identity category='conference' type='text' name='The Coven'/><feature var='http://jabber.org/protocol/disco#info'/><feature var='http://jabber.org/protocol/muc'/><feature var='http://jabber.org/protocol/muc#self-ping-optimization'/><feature var='muc_persistent'/><feature var='muc_open'/><feature var='muc_unsecured'/><feature var='muc_public'/><feature var='muc_unmoderated'/><feature var='muc_nonanonymous'/><feature var='urn:xmpp:mam:2'/><feature var='urn:xmpp:mam:2#extended'/><x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/muc#roominfo</value></field><field var='muc#roominfo_description' label='Description'><value>Witches only</value></field><field var='muc#roominfo_occupants' label='Number of occupants'><value>1</value></field><field var='muc#roominfo_subject' label='Current Subject'><value/></field></x></query></iq>"
+        "<iq xmlns='jabber:client' type='result' id='d2' to='alice@localhost/a' from='cfg@conference.localhost'><query xmlns='http://jabber.org/protocol/disco#info'><identity category='conference' type='text' name='The Coven'/><feature var='http://jabber.org/protocol/disco#info'/><feature var='http://jabber.org/protocol/muc'/><feature var='http://jabber.org/protocol/muc#self-ping-optimization'/><feature var='muc_persistent'/><feature var='muc_open'/><feature var='muc_unsecured'/><feature var='muc_public'/><feature var='muc_unmoderated'/><feature var='muc_nonanonymous'/><feature var='urn:xmpp:mam:2'/><feature var='urn:xmpp:mam:2#extended'/><feature var='urn:xmpp:sid:0'/><x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/muc#roominfo</value></field><field var='muc#roominfo_description' label='Description'><value>Witches only</value></field><field var='muc#roominfo_occupants' label='Number of occupants'><value>1</value></field><field var='muc#roominfo_subject' label='Current Subject'><value/></field></x></query></iq>"
     );
     // §6.3: public rooms are listed.
     let r = alice

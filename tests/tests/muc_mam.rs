@@ -77,7 +77,7 @@ async fn every_copy_carries_the_rooms_stanza_id_and_the_archive_pages() {
         .await;
     assert_eq!(
         xml(&r),
-        "<iq xmlns='jabber:client' type='result' id='d1' to='alice@localhost/a' from='arch@conference.localhost'><query xmlns='http://jabber.org/protocol/disco#info'><identity category='conference' type='text' name='arch'/><feature var='http://jabber.org/protocol/disco#info'/><feature var='http://jabber.org/protocol/muc'/><feature var='http://jabber.org/protocol/muc#self-ping-optimization'/><feature var='muc_temporary'/><feature var='muc_open'/><feature var='muc_unsecured'/><feature var='muc_public'/><feature var='muc_unmoderated'/><feature var='muc_semianonymous'/><feature var='urn:xmpp:mam:2'/><feature var='urn:xmpp:mam:2#extended'/><x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/muc#roominfo</value></field><field var='muc#roominfo_description' label='Description'><value/></field><field var='muc#roominfo_occupants' label='Number of occupants'><value>2</value></field><field var='muc#roominfo_subject' label='Current Subject'><value/></field></x></query></iq>"
+        "<iq xmlns='jabber:client' type='result' id='d1' to='alice@localhost/a' from='arch@conference.localhost'><query xmlns='http://jabber.org/protocol/disco#info'><identity category='conference' type='text' name='arch'/><feature var='http://jabber.org/protocol/disco#info'/><feature var='http://jabber.org/protocol/muc'/><feature var='http://jabber.org/protocol/muc#self-ping-optimization'/><feature var='muc_temporary'/><feature var='muc_open'/><feature var='muc_unsecured'/><feature var='muc_public'/><feature var='muc_unmoderated'/><feature var='muc_semianonymous'/><feature var='urn:xmpp:mam:2'/><feature var='urn:xmpp:mam:2#extended'/><feature var='urn:xmpp:sid:0'/><x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/muc#roominfo</value></field><field var='muc#roominfo_description' label='Description'><value/></field><field var='muc#roominfo_occupants' label='Number of occupants'><value>2</value></field><field var='muc#roominfo_subject' label='Current Subject'><value/></field></x></query></iq>"
     );
 
     // Five messages; the first claims a stanza-id by the room (XEP-0359
@@ -113,7 +113,11 @@ async fn every_copy_carries_the_rooms_stanza_id_and_the_archive_pages() {
         ] {
             let m = next_groupchat(c).await;
             let id = stanza_id(&m, "arch@conference.localhost");
-            assert_eq!(sid.get_or_insert_with(|| id.clone()), &id, "one id per room");
+            assert_eq!(
+                sid.get_or_insert_with(|| id.clone()),
+                &id,
+                "one id per room"
+            );
             let kept = if i == 0 {
                 "<stanza-id xmlns='urn:xmpp:sid:0' by='elsewhere@localhost' id='kept'/>"
             } else {
@@ -131,13 +135,13 @@ async fn every_copy_carries_the_rooms_stanza_id_and_the_archive_pages() {
     // A private message is not archived (§6.1.2).
     bob.send("<message to='arch@conference.localhost/Alice' type='chat' id='pm'><body>psst</body></message>")
         .await;
-    alice
-        .until(|e| e.attr("id") == Some("pm"))
-        .await;
+    alice.until(|e| e.attr("id") == Some("pm")).await;
 
     // §4.1.5: the form.
     let r = bob
-        .iq(&format!("<iq type='get' to='arch@conference.localhost' id='form'><query xmlns='{MAM}'/></iq>"))
+        .iq(&format!(
+            "<iq type='get' to='arch@conference.localhost' id='form'><query xmlns='{MAM}'/></iq>"
+        ))
         .await;
     assert!(
         xml(&r).contains("<field type='jid-single' var='with'/>"),
@@ -173,7 +177,12 @@ async fn every_copy_carries_the_rooms_stanza_id_and_the_archive_pages() {
     );
     let (results, fin) = query(
         &mut bob,
-        &mam_iq("arch", "q2", "", &format!("<max>2</max><after>{second}</after>")),
+        &mam_iq(
+            "arch",
+            "q2",
+            "",
+            &format!("<max>2</max><after>{second}</after>"),
+        ),
         "q2",
     )
     .await;
@@ -181,7 +190,12 @@ async fn every_copy_carries_the_rooms_stanza_id_and_the_archive_pages() {
     assert!(xml(&fin).contains("complete='false'"), "{}", xml(&fin));
     let (results, fin) = query(
         &mut bob,
-        &mam_iq("arch", "q3", "", &format!("<max>2</max><after>{}</after>", ids[3].0)),
+        &mam_iq(
+            "arch",
+            "q3",
+            "",
+            &format!("<max>2</max><after>{}</after>", ids[3].0),
+        ),
         "q3",
     )
     .await;
@@ -200,7 +214,13 @@ async fn every_copy_carries_the_rooms_stanza_id_and_the_archive_pages() {
     .await;
     let order: Vec<String> = results
         .iter()
-        .map(|r| r.child("result", MAM).unwrap().attr("id").unwrap().to_owned())
+        .map(|r| {
+            r.child("result", MAM)
+                .unwrap()
+                .attr("id")
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(order, [ids[4].0.clone(), ids[3].0.clone()]);
 

@@ -521,10 +521,19 @@ pub mod conformance {
             with: Some(room.clone()),
             ..Default::default()
         };
-        assert_eq!(q(store, &room, &bare, Page::Forward(None), 10).await.count, 0);
+        assert_eq!(
+            q(store, &room, &bare, Page::Forward(None), 10).await.count,
+            0
+        );
         store.delete_user(&room).await.unwrap();
-        assert_eq!(q(store, &room, &all, Page::Forward(None), 10).await.count, 0);
-        assert_eq!(q(store, &room, &alice, Page::Forward(None), 10).await.count, 0);
+        assert_eq!(
+            q(store, &room, &all, Page::Forward(None), 10).await.count,
+            0
+        );
+        assert_eq!(
+            q(store, &room, &alice, Page::Forward(None), 10).await.count,
+            0
+        );
 
         // Preferences.
         assert_eq!(store.prefs(&a).await.unwrap(), ArchivePrefs::default());

@@ -36,11 +36,9 @@ pub(crate) fn stamp(m: &mut Element, room: &Jid, sender: &Occupant) -> ArchivedM
     let id = new_id();
     rookery_mam::add_stanza_id(m, room, &id);
     let mut stored = m.clone();
-    stored.push_child(
-        Element::new_static("x", NS_MUC_USER).with_child(
-            Element::new_static("item", NS_MUC_USER).with_attr("jid", sender.real.as_str()),
-        ),
-    );
+    stored.push_child(Element::new_static("x", NS_MUC_USER).with_child(
+        Element::new_static("item", NS_MUC_USER).with_attr("jid", sender.real.as_str()),
+    ));
     ArchivedMessage {
         id,
         ts: rookery_mam::now_micros(),
@@ -61,8 +59,7 @@ pub(crate) fn may_read(room: &Room, who: &Jid) -> Result<(), StanzaError> {
     if aff == Affiliation::Outcast {
         return Err(StanzaError::forbidden());
     }
-    let open =
-        room.config.public && !room.config.members_only && room.config.password.is_none();
+    let open = room.config.public && !room.config.members_only && room.config.password.is_none();
     if aff >= Affiliation::Member || open || room.by_real(who).is_some() {
         Ok(())
     } else {
@@ -156,9 +153,12 @@ async fn run(
     }
 }
 
-/// The disco#info features of a room that archives (§7: the extended
-/// query fields and metadata are the shared protocol's).
-pub(crate) const FEATURES: [&str; 2] = [rookery_mam::NS, rookery_mam::NS_EXTENDED];
+/// The disco#info features of a room that archives: §7 (the extended
+/// query fields and metadata are the shared protocol's) and XEP-0359 §6,
+/// which clients (Conversations) require before they trust the room's
+/// stanza-ids.
+pub(crate) const FEATURES: [&str; 3] =
+    [rookery_mam::NS, rookery_mam::NS_EXTENDED, rookery_mam::SID];
 
 /// Is `q` an iq payload of the archive protocol?
 pub(crate) fn is_archive_iq(q: &Element) -> bool {

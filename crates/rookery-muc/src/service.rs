@@ -13,8 +13,8 @@ use crate::archive;
 use crate::room::{Affiliation, HistoryRequest, Occupant, Role, Room, RoomConfig, Whois};
 use crate::store::{RoomStore, StoredRoom};
 use crate::{
-    MucConfig, RoomArchive, NS_DELAY, NS_MUC, NS_MUC_ADMIN, NS_MUC_OWNER, NS_MUC_USER, NS_ROOMINFO,
-    NS_SELF_PING_OPTIMIZATION,
+    MucConfig, NS_DELAY, NS_MUC, NS_MUC_ADMIN, NS_MUC_OWNER, NS_MUC_USER, NS_ROOMINFO,
+    NS_SELF_PING_OPTIMIZATION, RoomArchive,
 };
 
 fn registration_required() -> StanzaError {
@@ -674,9 +674,9 @@ impl Service {
             return err(&mut self.out, st, e);
         }
         match (get, q.name()) {
-            (true, "query") => self.out.push(st.iq_result(Some(
-                rookery_mam::query::query_form(),
-            ))),
+            (true, "query") => self
+                .out
+                .push(st.iq_result(Some(rookery_mam::query::query_form()))),
             (false, "query") | (true, "metadata") => {
                 let router = self.router.clone();
                 if let Err(e) = archive::answer(&self.archive, router, room, q, st) {

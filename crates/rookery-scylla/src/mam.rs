@@ -491,7 +491,7 @@ impl ScyllaStore {
                 .await?;
             if let Some(row) = row {
                 let keep = match &with {
-                    Some(w) => row.3 == w,
+                    Some(w) => row.3 == *w,
                     None => true,
                 };
                 if keep {

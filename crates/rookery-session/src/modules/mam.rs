@@ -62,9 +62,11 @@ impl Module for Mam {
         Some(match (stanza.stanza_type(), p.name()) {
             (Some("get"), "query") => Ok(Some(query::query_form())),
             (Some("set"), "query") => run_query(ctx, &user, p).await,
-            (Some("get"), "metadata") => query::metadata(ctx.sessions.stores().archive.as_ref(), &user)
-                .await
-                .map(Some),
+            (Some("get"), "metadata") => {
+                query::metadata(ctx.sessions.stores().archive.as_ref(), &user)
+                    .await
+                    .map(Some)
+            }
             (Some("get"), "prefs") => match ctx.sessions.stores().archive.prefs(&user).await {
                 Ok(prefs) => Ok(Some(prefs_element(&prefs))),
                 Err(e) => Err(unavailable(e)),
