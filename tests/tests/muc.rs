@@ -2,8 +2,8 @@
 //! `conference.localhost`, asserting on the exact XML each occupant gets.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use rookery_e2e::muc::{MUC, USER, codes, configure, create, is_self, join, stanza_id, xml};
 use rookery_e2e::TestServer;
+use rookery_e2e::muc::{MUC, USER, codes, configure, create, is_self, join, stanza_id, xml};
 
 async fn server() -> TestServer {
     server_with(|_| {}).await

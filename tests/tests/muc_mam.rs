@@ -248,6 +248,16 @@ async fn every_copy_carries_the_rooms_stanza_id_and_the_archive_pages() {
     );
     assert!(xml(&fin).contains("<count>2</count>"), "{}", xml(&fin));
 
+    // §5 metadata: the first and the last message.
+    let r = bob
+        .iq(&format!(
+            "<iq type='get' to='arch@conference.localhost' id='meta'><metadata xmlns='{MAM}'/></iq>"
+        ))
+        .await;
+    let m = r.child("metadata", MAM).unwrap();
+    let ends: Vec<&str> = m.children().map(|c| c.attr("id").unwrap()).collect();
+    assert_eq!(ends, [ids[0].0.as_str(), ids[4].0.as_str()], "{}", xml(&r));
+
     // Errors as for user archives: an unknown id, a bad form.
     let (_, e) = query(
         &mut bob,
