@@ -328,6 +328,22 @@ async fn who_may_read_a_room_archive() {
     next_groupchat(&mut alice).await;
     let (results, _) = query(&mut carol, &mam_iq("pub", "p1", "", ""), "p1").await;
     assert_eq!(results.len(), 1);
+    // Semi-anonymous: the sender's real JID is not for her; once the room
+    // is non-anonymous, it is (§6.1.2, decided at query time).
+    assert!(
+        !xml(&results[0]).contains("alice@localhost"),
+        "{}",
+        xml(&results[0])
+    );
+    configure(&mut alice, "pub", &[("whois", "anyone")]).await;
+    let (results, _) = query(&mut carol, &mam_iq("pub", "p1b", "", ""), "p1b").await;
+    assert!(
+        xml(&results[0]).contains(
+            "<x xmlns='http://jabber.org/protocol/muc#user'><item jid='alice@localhost/a'/></x>"
+        ),
+        "{}",
+        xml(&results[0])
+    );
     let r = alice
         .iq("<iq type='set' to='pub@conference.localhost' id='ban'><query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='outcast' jid='dave@localhost'/></query></iq>")
         .await;
