@@ -1,12 +1,16 @@
 #!/usr/bin/python3
-"""XEP-0045 interop check with slixmpp's xep_0045 plugin (Debian package
-python3-slixmpp).
+"""XEP-0045 and XEP-0313 room archive interop check with slixmpp's
+xep_0045, xep_0359 and xep_0313 plugins (Debian package python3-slixmpp).
 
 Three users: alice creates a room (status 201), accepts the instant
 configuration, bob and carol join; everyone sees the others, alice and bob
 chat and everyone gets both messages with the right nick; alice kicks carol,
 who gets her own unavailable presence with 110 and 307, while alice and bob
-see carol leave with 307.
+see carol leave with 307. Every live groupchat copy carries the room's
+XEP-0359 stanza-id (the same for everyone); carol, no longer in the (public,
+open) room, reads its archive with slixmpp's MAM iterator one message a page
+and finds both messages in order under those ids, and a query `with` Bob's
+occupant JID finds his.
 
 Prints one line per checked step; exit status 0 on success, 1 with the
 reason on stderr otherwise (3 if slixmpp is missing).
@@ -36,7 +40,8 @@ def client(user, password, port, loop):
     x = slixmpp.ClientXMPP(f"{user}@{DOMAIN}/slix", password)
     x.ssl_context.check_hostname = False
     x.ssl_context.verify_mode = ssl.CERT_NONE
-    for p in ('xep_0030', 'xep_0004', 'xep_0045', 'xep_0199'):
+    for p in ('xep_0030', 'xep_0004', 'xep_0045', 'xep_0059', 'xep_0199', 'xep_0313',
+              'xep_0359'):
         x.register_plugin(p)
     x.ready = loop.create_future()
     x.messages = asyncio.Queue()
@@ -99,15 +104,25 @@ async def main(args):
     assert not bob.plugin['xep_0045'].get_jid_property(ROOM, 'Carol', 'jid')
     say("bob and carol joined; rosters and real JIDs as expected")
 
+    info = await carol.plugin['xep_0030'].get_info(jid=ROOM, timeout=TIMEOUT)
+    features = info['disco_info']['features']
+    assert {'urn:xmpp:mam:2', 'urn:xmpp:sid:0'} <= set(features), features
+    say("the room advertises urn:xmpp:mam:2 and urn:xmpp:sid:0")
+
     alice.send_message(mto=ROOM, mbody='hello coven', mtype='groupchat')
     bob.send_message(mto=ROOM, mbody='hello alice', mtype='groupchat')
+    ids = set()
     for x in (alice, bob, carol):
         got = []
         for _ in range(2):
             m = await asyncio.wait_for(x.messages.get(), TIMEOUT)
-            got.append((m['mucnick'], m['body']))
-        assert got == [('Alice', 'hello coven'), ('Bob', 'hello alice')], got
-    say("groupchat: everyone got both messages in order")
+            assert m['stanza_id']['by'] == ROOM, m
+            got.append((m['mucnick'], m['body'], m['stanza_id']['id']))
+        ids.add(tuple(got))
+        assert [g[:2] for g in got] == [('Alice', 'hello coven'), ('Bob', 'hello alice')], got
+    assert len(ids) == 1, ids
+    live = ids.pop()
+    say("groupchat: everyone got both messages in order, with the same stanza-ids")
 
     await muc.set_role(ROOM, 'Carol', 'none', reason='out', timeout=TIMEOUT)
     p = await next_presence(carol, lambda p: p['type'] == 'unavailable', 'carol kicked')
@@ -118,6 +133,18 @@ async def main(args):
         assert 110 not in p['muc']['status_codes'], p
     assert sorted(alice.plugin['xep_0045'].get_roster(ROOM)) == ['Alice', 'Bob']
     say("kick: carol got 110+307, alice and bob saw 307")
+
+    got = []
+    async for m in carol['xep_0313'].iterate(jid=slixmpp.JID(ROOM), rsm={'max': 1}):
+        fwd = m['mam_result']['forwarded']['stanza']
+        got.append((fwd['from'].resource, fwd['body'], m['mam_result']['id']))
+    assert tuple(got) == live, got
+    got = []
+    async for m in carol['xep_0313'].iterate(jid=slixmpp.JID(ROOM),
+                                             with_jid=slixmpp.JID(f"{ROOM}/Bob")):
+        got.append(m['mam_result']['forwarded']['stanza']['body'])
+    assert got == ['hello alice'], got
+    say("archive: carol paged through both messages, ids as live; with Bob: his")
 
     for x in (alice, bob, carol):
         x.disconnect()

@@ -10,6 +10,7 @@
 )]
 
 pub mod cluster;
+pub mod muc;
 pub mod scram;
 pub mod web;
 

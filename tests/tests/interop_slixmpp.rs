@@ -206,7 +206,9 @@ async fn slixmpp_mam_paging_and_sm_resume() {
 }
 
 /// XEP-0045 with slixmpp's xep_0045 plugin: three users join a room, chat,
-/// one is kicked (tests/interop/slixmpp_muc.py).
+/// one is kicked; XEP-0313 with its xep_0359/xep_0313 plugins: the live
+/// copies carry the room's stanza-id, and the kicked user pages through the
+/// room's archive (tests/interop/slixmpp_muc.py).
 #[tokio::test]
 async fn slixmpp_muc_join_chat_kick() {
     run_interop_script(
@@ -214,8 +216,10 @@ async fn slixmpp_muc_join_chat_kick() {
         &[
             "alice created the room",
             "bob and carol joined",
-            "everyone got both messages",
+            "the room advertises urn:xmpp:mam:2",
+            "everyone got both messages in order, with the same stanza-ids",
             "kick: carol got 110+307",
+            "archive: carol paged through both messages, ids as live",
             "OK",
         ],
     )

@@ -2,15 +2,8 @@
 //! `conference.localhost`, asserting on the exact XML each occupant gets.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use rookery_e2e::{RawClient, TestServer};
-use rookery_xml::Element;
-
-const MUC: &str = "http://jabber.org/protocol/muc";
-const USER: &str = "http://jabber.org/protocol/muc#user";
-
-fn xml(e: &Element) -> String {
-    e.to_xml_string()
-}
+use rookery_e2e::TestServer;
+use rookery_e2e::muc::{MUC, USER, codes, configure, create, is_self, join, stanza_id, xml};
 
 async fn server() -> TestServer {
     server_with(|_| {}).await
@@ -22,73 +15,6 @@ async fn server_with(f: impl FnOnce(&mut rookery::config::Config)) -> TestServer
         s.add_user(u, "pw").await;
     }
     s
-}
-
-/// True for the self-presence of a join (status 110).
-fn is_self(e: &Element) -> bool {
-    e.name() == "presence"
-        && e.child("x", USER).is_some_and(|x| {
-            x.children()
-                .any(|s| s.name() == "status" && s.attr("code") == Some("110"))
-        })
-}
-
-/// Status codes of a MUC presence or message.
-fn codes(e: &Element) -> Vec<String> {
-    e.child("x", USER)
-        .map(|x| {
-            x.children()
-                .filter(|s| s.name() == "status")
-                .filter_map(|s| s.attr("code").map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Sends a join presence and reads everything up to the subject message
-/// (which the service sends last); returns it all, in order.
-async fn join(c: &mut RawClient, occupant: &str, x_inner: &str) -> Vec<Element> {
-    c.send(&format!(
-        "<presence to='{occupant}'><x xmlns='{MUC}'>{x_inner}</x></presence>"
-    ))
-    .await;
-    let mut got = Vec::new();
-    loop {
-        let e = c.next_stanza().await;
-        let done = e.name() == "message" && e.child("subject", "jabber:client").is_some();
-        let error = e.attr("type") == Some("error");
-        got.push(e);
-        if done || error {
-            return got;
-        }
-    }
-}
-
-/// Creates an instant room (§10.1.2) owned by `c`.
-async fn create(c: &mut RawClient, room: &str, nick: &str) {
-    let got = join(c, &format!("{room}@conference.localhost/{nick}"), "").await;
-    assert_eq!(got.len(), 2, "{got:?}");
-    assert_eq!(codes(&got[0]), ["110", "201"]);
-    let r = c
-        .iq(&format!(
-            "<iq type='set' to='{room}@conference.localhost' id='inst'><query xmlns='{MUC}#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>"
-        ))
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
-}
-
-/// Submits room configuration fields (var, value).
-async fn configure(c: &mut RawClient, room: &str, fields: &[(&str, &str)]) {
-    let fs: String = fields
-        .iter()
-        .map(|(v, x)| format!("<field var='muc#roomconfig_{v}'><value>{x}</value></field>"))
-        .collect();
-    c.send(&format!(
-        "<iq type='set' to='{room}@conference.localhost' id='cfg'><query xmlns='{MUC}#owner'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>{MUC}#roomconfig</value></field>{fs}</x></query></iq>"
-    ))
-    .await;
-    let (r, _) = c.until(|e| e.attr("id") == Some("cfg")).await;
-    assert_eq!(r.attr("type"), Some("result"), "{}", xml(&r));
 }
 
 #[tokio::test]
@@ -154,14 +80,19 @@ async fn join_order_status_codes_groupchat_and_exit() {
     // §7.4: a groupchat message reaches everyone, from the sender's room JID.
     bob.send("<message to='coven@conference.localhost' type='groupchat' id='m1'><body>Thrice the brinded cat hath mew'd.</body></message>")
         .await;
+    // XEP-0313 §6.1.2: archived by the room, one stanza-id for all copies.
+    let mut first = None;
     for (c, to) in [
         (&mut alice, "alice@localhost/a"),
         (&mut bob, "bob@localhost/b"),
     ] {
+        let m = c.next_stanza().await;
+        let sid = stanza_id(&m, "coven@conference.localhost");
+        assert_eq!(first.get_or_insert_with(|| sid.clone()), &sid);
         assert_eq!(
-            xml(&c.next_stanza().await),
+            xml(&m),
             format!(
-                "<message xmlns='jabber:client' type='groupchat' id='m1' from='coven@conference.localhost/Bob' to='{to}'><body>Thrice the brinded cat hath mew'd.</body></message>"
+                "<message xmlns='jabber:client' type='groupchat' id='m1' from='coven@conference.localhost/Bob' to='{to}'><body>Thrice the brinded cat hath mew'd.</body><stanza-id xmlns='urn:xmpp:sid:0' by='coven@conference.localhost' id='{sid}'/></message>"
             )
         );
     }
@@ -236,10 +167,11 @@ async fn history_on_join_with_limits() {
             .attr("stamp")
             .unwrap();
         assert!(stamp.ends_with('Z') && stamp.len() == 20, "{stamp}");
+        let sid = stanza_id(m, "hist@conference.localhost");
         assert_eq!(
             xml(m),
             format!(
-                "<message xmlns='jabber:client' type='groupchat' id='h{i}' from='hist@conference.localhost/Alice' to='bob@localhost/b'><body>line {i}</body><delay xmlns='urn:xmpp:delay' from='hist@conference.localhost' stamp='{stamp}'/></message>"
+                "<message xmlns='jabber:client' type='groupchat' id='h{i}' from='hist@conference.localhost/Alice' to='bob@localhost/b'><body>line {i}</body><stanza-id xmlns='urn:xmpp:sid:0' by='hist@conference.localhost' id='{sid}'/><delay xmlns='urn:xmpp:delay' from='hist@conference.localhost' stamp='{stamp}'/></message>"
             )
         );
     }
@@ -577,6 +509,7 @@ async fn config_form_round_trip_and_disco() {
             "muc#roomconfig_maxusers",
             "muc#roomconfig_changesubject",
             "muc#roomconfig_allowinvites",
+            "muc#roomconfig_enablearchiving",
         ]
     );
     configure(
@@ -611,7 +544,7 @@ async fn config_form_round_trip_and_disco() {
         .await;
     assert_eq!(
         xml(&r),
-        "<iq xmlns='jabber:client' type='result' id='d2' to='alice@localhost/a' from='cfg@conference.localhost'><query xmlns='http://jabber.org/protocol/disco#info'><identity category='conference' type='text' name='The Coven'/><feature var='http://jabber.org/protocol/disco#info'/><feature var='http://jabber.org/protocol/muc'/><feature var='http://jabber.org/protocol/muc#self-ping-optimization'/><feature var='muc_persistent'/><feature var='muc_open'/><feature var='muc_unsecured'/><feature var='muc_public'/><feature var='muc_unmoderated'/><feature var='muc_nonanonymous'/><x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/muc#roominfo</value></field><field var='muc#roominfo_description' label='Description'><value>Witches only</value></field><field var='muc#roominfo_occupants' label='Number of occupants'><value>1</value></field><field var='muc#roominfo_subject' label='Current Subject'><value/></field></x></query></iq>"
+        "<iq xmlns='jabber:client' type='result' id='d2' to='alice@localhost/a' from='cfg@conference.localhost'><query xmlns='http://jabber.org/protocol/disco#info'><identity category='conference' type='text' name='The Coven'/><feature var='http://jabber.org/protocol/disco#info'/><feature var='http://jabber.org/protocol/muc'/><feature var='http://jabber.org/protocol/muc#self-ping-optimization'/><feature var='muc_persistent'/><feature var='muc_open'/><feature var='muc_unsecured'/><feature var='muc_public'/><feature var='muc_unmoderated'/><feature var='muc_nonanonymous'/><feature var='urn:xmpp:mam:2'/><feature var='urn:xmpp:mam:2#extended'/><feature var='urn:xmpp:sid:0'/><x xmlns='jabber:x:data' type='result'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/muc#roominfo</value></field><field var='muc#roominfo_description' label='Description'><value>Witches only</value></field><field var='muc#roominfo_occupants' label='Number of occupants'><value>1</value></field><field var='muc#roominfo_subject' label='Current Subject'><value/></field></x></query></iq>"
     );
     // §6.3: public rooms are listed.
     let r = alice

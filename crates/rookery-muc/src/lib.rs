@@ -6,9 +6,12 @@
 //! it answers through a [`ComponentRouter`] (the session service). Rooms
 //! live in memory; persistent rooms are also kept in a [`RoomStore`] and
 //! loaded when a stanza first reaches them (docs/decisions/0018-muc.md).
-//! In a cluster every session node runs the service and serves the rooms
-//! whose shard it owns (docs/decisions/0023-components-in-a-cluster.md).
+//! Rooms may keep a XEP-0313 archive of their messages
+//! (docs/decisions/0022-muc-archives.md). In a cluster every session node
+//! runs the service and serves the rooms whose shard it owns
+//! (docs/decisions/0023-components-in-a-cluster.md).
 
+mod archive;
 mod room;
 mod service;
 pub mod store;
@@ -16,6 +19,7 @@ pub mod store;
 use std::sync::Weak;
 
 use rookery_core::{Component, ComponentRouter, Ownership, Placement, Stanza};
+use rookery_mam::ArchiveStore;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -59,6 +63,11 @@ pub struct MucConfig {
     /// Groupchat messages kept per room for the discussion history on join
     /// (§7.2.15); 0 keeps none.
     pub history_max_stanzas: usize,
+    /// XEP-0313 room archives: rooms may keep an archive of their messages
+    /// (owners switch it with `muc#roomconfig_enablearchiving`).
+    pub archive: bool,
+    /// Whether a room archives when its owner has not chosen.
+    pub archive_by_default: bool,
 }
 
 impl Default for MucConfig {
@@ -69,8 +78,19 @@ impl Default for MucConfig {
             max_occupants_per_room: 200,
             max_rooms_per_user: 10,
             history_max_stanzas: 20,
+            archive: true,
+            archive_by_default: true,
         }
     }
+}
+
+/// Where room archives (XEP-0313 §6.1.2) are kept.
+#[derive(Clone, Debug)]
+pub struct RoomArchive {
+    /// The store, shared with user archives.
+    pub store: Arc<dyn ArchiveStore>,
+    /// Most results one query page sends (the server's `mam_max_page`).
+    pub max_page: usize,
 }
 
 /// The MUC service as the session service sees it: a [`Component`] that
@@ -94,14 +114,17 @@ impl Muc {
     /// Starts the service for `domain` (prepared): loads the stored rooms and
     /// then handles queued stanzas until the returned handle is dropped.
     /// `router` is weak because the session service holds the component.
+    /// Room archives go to `archive` (the store of user archives, keyed by
+    /// the room's bare JID).
     pub fn start(
         domain: &str,
         config: MucConfig,
         store: Arc<dyn RoomStore>,
+        archive: RoomArchive,
         router: Weak<dyn ComponentRouter>,
     ) -> Arc<Muc> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let svc = service::Service::new(domain, config, store, router);
+        let svc = service::Service::new(domain, config, store, archive, router);
         tokio::spawn(svc.run(rx));
         Arc::new(Muc {
             domain: domain.to_owned(),

@@ -122,6 +122,9 @@ pub struct RoomConfig {
     pub change_subject: bool,
     /// `muc#roomconfig_allowinvites`: participants may invite.
     pub allow_invites: bool,
+    /// `muc#roomconfig_enablearchiving`: XEP-0313 archive of the room's
+    /// messages; `None` until the owner chooses (the service default).
+    pub archiving: Option<bool>,
 }
 
 impl Default for RoomConfig {
@@ -138,6 +141,7 @@ impl Default for RoomConfig {
             max_users: 0,
             change_subject: false,
             allow_invites: false,
+            archiving: None,
         }
     }
 }
@@ -165,8 +169,10 @@ fn hidden(var: &str, value: &str) -> Element {
 }
 
 impl RoomConfig {
-    /// §10.2: the configuration form with the current values.
-    pub fn to_form(&self, service_max: usize) -> Element {
+    /// §10.2: the configuration form with the current values; `archiving`
+    /// is whether the room archives now, `None` when the service keeps no
+    /// room archives (no field then).
+    pub fn to_form(&self, service_max: usize, archiving: Option<bool>) -> Element {
         let max = self.max_users.to_string();
         let mut whois = field(
             "muc#roomconfig_whois",
@@ -184,7 +190,7 @@ impl RoomConfig {
                     .with_child(Element::new_static("value", ns::DATA_FORMS).with_text(v)),
             );
         }
-        Element::new_static("x", ns::DATA_FORMS)
+        let form = Element::new_static("x", ns::DATA_FORMS)
             .with_attr("type", "form")
             .with_child(
                 Element::new_static("title", ns::DATA_FORMS).with_text("Room configuration"),
@@ -256,7 +262,16 @@ impl RoomConfig {
                 "boolean",
                 "Allow Occupants to Invite Others?",
                 &[boolean(self.allow_invites)],
-            ))
+            ));
+        match archiving {
+            Some(on) => form.with_child(field(
+                "muc#roomconfig_enablearchiving",
+                "boolean",
+                "Archive Messages (XEP-0313)?",
+                &[boolean(on)],
+            )),
+            None => form,
+        }
     }
 
     /// §10.2: applies a submitted form; fields left out keep their value.
@@ -305,6 +320,7 @@ impl RoomConfig {
                 }
                 "muc#roomconfig_changesubject" => c.change_subject = flag()?,
                 "muc#roomconfig_allowinvites" => c.allow_invites = flag()?,
+                "muc#roomconfig_enablearchiving" => c.archiving = Some(flag()?),
                 _ => {}
             }
         }
@@ -616,9 +632,12 @@ mod tests {
     #[test]
     fn form_round_trip() {
         let c = RoomConfig::default();
-        let form = c.to_form(100);
+        let form = c.to_form(100, None);
         let same = c.apply_form(&form, 100).unwrap();
         assert_eq!(same, c);
+        // The archiving field, once submitted, is the owner's choice.
+        let form = c.to_form(100, Some(true));
+        assert_eq!(c.apply_form(&form, 100).unwrap().archiving, Some(true));
         let submit = Element::parse(
             "<x xmlns='jabber:x:data' type='submit'>\
              <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>\
@@ -627,7 +646,8 @@ mod tests {
              <field var='muc#roomconfig_passwordprotectedroom'><value>1</value></field>\
              <field var='muc#roomconfig_roomsecret'><value>cauldron</value></field>\
              <field var='muc#roomconfig_whois'><value>anyone</value></field>\
-             <field var='muc#roomconfig_maxusers'><value>500</value></field></x>",
+             <field var='muc#roomconfig_maxusers'><value>500</value></field>\
+             <field var='muc#roomconfig_enablearchiving'><value>0</value></field></x>",
         )
         .unwrap();
         let n = c.apply_form(&submit, 100).unwrap();
@@ -636,6 +656,7 @@ mod tests {
         assert_eq!(n.password.as_deref(), Some("cauldron"));
         assert_eq!(n.whois, Whois::Anyone);
         assert_eq!(n.max_users, 100, "capped by the service");
+        assert_eq!(n.archiving, Some(false));
         assert_eq!(
             n.features(),
             [

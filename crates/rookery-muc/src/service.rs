@@ -9,11 +9,12 @@ use rookery_xml::ns;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::archive;
 use crate::room::{Affiliation, HistoryRequest, Occupant, Role, Room, RoomConfig, Whois};
 use crate::store::{RoomStore, StoredRoom};
 use crate::{
     Job, MucConfig, NS_DELAY, NS_MUC, NS_MUC_ADMIN, NS_MUC_OWNER, NS_MUC_USER, NS_ROOMINFO,
-    NS_SELF_PING_OPTIMIZATION,
+    NS_SELF_PING_OPTIMIZATION, RoomArchive,
 };
 
 fn registration_required() -> StanzaError {
@@ -59,6 +60,7 @@ pub(crate) struct Service {
     domain: String,
     config: MucConfig,
     store: Arc<dyn RoomStore>,
+    archive: RoomArchive,
     router: Weak<dyn ComponentRouter>,
     rooms: HashMap<Jid, Room>,
     /// Who created each live room, for `max_rooms_per_user`.
@@ -72,12 +74,14 @@ impl Service {
         domain: &str,
         config: MucConfig,
         store: Arc<dyn RoomStore>,
+        archive: RoomArchive,
         router: Weak<dyn ComponentRouter>,
     ) -> Service {
         Service {
             domain: domain.to_owned(),
             config,
             store,
+            archive,
             router,
             rooms: HashMap::new(),
             creators: HashMap::new(),
@@ -163,15 +167,7 @@ impl Service {
 
     async fn flush(&mut self) {
         let out = std::mem::take(&mut self.out);
-        let Some(router) = self.router.upgrade() else {
-            return;
-        };
-        for el in out {
-            match Stanza::parse(el) {
-                Ok(st) => router.route_from_component(st).await,
-                Err((_, e)) => warn!(error = %e, "the MUC service built a bad stanza"),
-            }
-        }
+        archive::send_all(&self.router, out).await;
     }
 
     /// Stores a persistent room as it is now (or forgets a room that no
@@ -209,14 +205,24 @@ impl Service {
         }
     }
 
-    /// Drops a room from memory (and the store).
+    /// Drops a room from memory (and the store, with its archive).
     async fn remove_room(&mut self, jid: &Jid) {
         self.rooms.remove(jid);
         self.creators.remove(jid);
         if let Err(e) = self.store.delete_room(&self.domain, jid.as_str()).await {
             warn!(error = %e, room = %jid, "room not deleted from the store");
         }
+        self.forget_archive(jid).await;
         debug!(room = %jid, "room removed");
+    }
+
+    /// Deletes the XEP-0313 archive of a room that is destroyed, or that
+    /// is created anew (a temporary room of the same name that vanished in
+    /// a crash left its archive).
+    async fn forget_archive(&self, jid: &Jid) {
+        if let Err(e) = self.archive.store.delete_user(jid).await {
+            warn!(error = %e, room = %jid, "room archive not deleted");
+        }
     }
 
     /// A temporary room goes when its last occupant leaves (§10.1.2).
@@ -379,6 +385,7 @@ impl Service {
             // §10.1.2: a MUC client gets a locked room until it configures
             // it; a groupchat 1.0 client an instant room.
             room.locked = x.is_some();
+            self.forget_archive(jid).await;
             self.rooms.insert(jid.clone(), room);
             self.creators.insert(jid.clone(), creator);
             created = true;
@@ -604,6 +611,15 @@ impl Service {
         let mut m = el.clone();
         m.remove_attr("to");
         m.set_attr("from", room.occupant_jid(&me.nick).as_str());
+        archive::sanitize(&mut m, jid);
+        // XEP-0313 §6.1.2: archived once, before the copies go out, each
+        // carrying the archive's stanza-id (XEP-0359, by the room).
+        if archive::enabled(&self.config, room) && archive::archivable(&m) {
+            let item = archive::stamp(&mut m, jid, &me);
+            if let Err(e) = self.archive.store.append(jid, &item).await {
+                warn!(error = %e, room = %jid, "room message not archived");
+            }
+        }
         for o in &room.occupants {
             let mut c = m.clone();
             c.set_attr("to", o.real.as_str());
@@ -677,6 +693,9 @@ impl Service {
             return err(&mut self.out, st, StanzaError::item_not_found());
         }
         let get = st.stanza_type() == Some("get");
+        if archive::is_archive_iq(q) {
+            return self.archive_iq(from, jid, q, get, st);
+        }
         match (get, q.name(), q.ns()) {
             (true, "query", ns::DISCO_INFO) => self.room_info(jid, st),
             (true, "query", ns::DISCO_ITEMS) => self
@@ -690,14 +709,44 @@ impl Service {
                 if room.affiliation(from) != Affiliation::Owner {
                     return err(&mut self.out, st, StanzaError::forbidden());
                 }
+                let archiving = self
+                    .config
+                    .archive
+                    .then(|| archive::enabled(&self.config, room));
                 let q = Element::new_static("query", NS_MUC_OWNER)
-                    .with_child(room.config.to_form(service_max));
+                    .with_child(room.config.to_form(service_max, archiving));
                 self.out.push(st.iq_result(Some(q)));
             }
             (false, "query", NS_MUC_OWNER) => self.owner_set(from, jid, q.clone(), st).await,
             (true, "query", NS_MUC_ADMIN) => self.admin_get(from, jid, q, st),
             (false, "query", NS_MUC_ADMIN) => self.admin_set(from, jid, q.clone(), st).await,
             _ => err(&mut self.out, st, StanzaError::service_unavailable()),
+        }
+    }
+
+    /// XEP-0313 on the room's JID (§3.3.2): the §4.1.5 form, §4 queries
+    /// and §5 metadata, for those who may read the archive (§6.1.2).
+    fn archive_iq(&mut self, from: &Jid, jid: &Jid, q: &Element, get: bool, st: &Stanza) {
+        let Some(room) = self.rooms.get(jid) else {
+            return;
+        };
+        if !archive::enabled(&self.config, room) {
+            return err(&mut self.out, st, StanzaError::service_unavailable());
+        }
+        if let Err(e) = archive::may_read(room, from) {
+            return err(&mut self.out, st, e);
+        }
+        match (get, q.name()) {
+            (true, "query") => self
+                .out
+                .push(st.iq_result(Some(rookery_mam::query::query_form()))),
+            (false, "query") | (true, "metadata") => {
+                let router = self.router.clone();
+                if let Err(e) = archive::answer(&self.archive, router, room, q, st) {
+                    err(&mut self.out, st, e);
+                }
+            }
+            _ => err(&mut self.out, st, StanzaError::feature_not_implemented()),
         }
     }
 
@@ -751,6 +800,11 @@ impl Service {
         q.push_child(feature(NS_SELF_PING_OPTIMIZATION));
         for f in room.config.features() {
             q.push_child(feature(f));
+        }
+        if archive::enabled(&self.config, room) {
+            for f in archive::FEATURES {
+                q.push_child(feature(f));
+            }
         }
         let field = |var: &str, label: &str, v: &str| {
             let mut value = Element::new_static("value", ns::DATA_FORMS);

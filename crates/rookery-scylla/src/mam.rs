@@ -11,7 +11,8 @@
 //! filter of the trait becomes such a range: `start`/`end` bound `ts`,
 //! `after-id`/`before-id` and the RSM cursor bound the key of that id (looked
 //! up in `mam_ids`); `with` selects the copy of the archive keyed by the
-//! contact (`mam_by_with`); an `ids` list is fetched id by id and paged in
+//! contact (`mam_by_with`, keyed by `with` as appended: a bare JID in user
+//! archives, an occupant JID in room archives); an `ids` list is fetched id by id and paged in
 //! memory, as it is small.
 //!
 //! The `<count/>` and `<first index/>` of a page (XEP-0059 §2.6) are
@@ -168,7 +169,7 @@ pub(crate) fn page_in_memory(
 enum Source<'a> {
     /// `mam_messages`: everything.
     All,
-    /// `mam_by_with`: the messages with this bare JID.
+    /// `mam_by_with`: the messages whose `with` is this JID.
     With(&'a str),
 }
 
@@ -482,7 +483,7 @@ impl ScyllaStore {
         }
         keys.sort_unstable();
         keys.dedup();
-        let with = filter.with.as_ref().map(|w| w.to_bare());
+        let with = filter.with.as_ref().map(Jid::as_str);
         let mut rows: Vec<MessageRow> = Vec::new();
         for k in keys.into_iter().filter(|k| range.contains(*k)) {
             let row = self
@@ -490,7 +491,7 @@ impl ScyllaStore {
                 .await?;
             if let Some(row) = row {
                 let keep = match &with {
-                    Some(w) => Jid::parse(&row.3).is_ok_and(|j| j.to_bare() == *w),
+                    Some(w) => row.3 == *w,
                     None => true,
                 };
                 if keep {
@@ -521,8 +522,9 @@ impl ScyllaStore {
 impl ArchiveStore for ScyllaStore {
     async fn append(&self, user: &Jid, item: &ArchivedMessage) -> Result<(), StoreError> {
         let owner = user.as_str();
-        let with_bare = item.with.to_bare();
-        let with_bare = with_bare.as_str();
+        // `mam_by_with` is keyed by `with` as given: the contact's bare JID
+        // in a user archive, the occupant JID in a room archive.
+        let with_bare = item.with.as_str();
         let (ts, seq) = (item.ts, self.ids.next());
         let bucket = bucket_of(ts);
         let (id, with, stanza) = (item.id.as_str(), item.with.as_str(), item.stanza.as_str());
@@ -569,8 +571,7 @@ impl ArchiveStore for ScyllaStore {
                 .query_ids(owner, filter, range, cursor, backward, limit)
                 .await;
         }
-        let with = filter.with.as_ref().map(|w| w.to_bare());
-        let src = match &with {
+        let src = match &filter.with {
             Some(w) => Source::With(w.as_str()),
             None => Source::All,
         };

@@ -61,7 +61,7 @@ fn query(
     let mut args: Vec<Value> = vec![Value::Text(owner.to_owned())];
     if let Some(w) = &filter.with {
         conds.push("with_jid = ?".into());
-        args.push(Value::Text(w.to_bare().as_str().to_owned()));
+        args.push(Value::Text(w.as_str().to_owned()));
     }
     if let Some(s) = filter.start {
         conds.push("ts >= ?".into());

@@ -422,10 +422,16 @@ pub(crate) fn start_muc(config: &Config, store: &StoreHandle, sessions: &Arc<Loc
     }
     let weak: std::sync::Weak<LocalSessions> = Arc::downgrade(sessions);
     let router: std::sync::Weak<dyn rookery_core::ComponentRouter> = weak;
+    // Room archives share the store (and the page cap) of user archives.
+    let archive = rookery_muc::RoomArchive {
+        store: sessions.stores().archive.clone(),
+        max_page: config.session.mam_max_page,
+    };
     let muc = rookery_muc::Muc::start(
         &config.muc.domain,
         config.muc.clone(),
         store.rooms(),
+        archive,
         router,
     );
     info!(domain = %config.muc.domain, "MUC service");

@@ -19,8 +19,6 @@ pub(crate) use time::xep0082_now;
 mod version;
 
 use rookery_core::{Jid, Stanza, StanzaError};
-use rookery_xml::{Limits, Parser};
-use tracing::warn;
 
 use crate::LocalSessions;
 use rookery_xml::Element;
@@ -132,18 +130,7 @@ pub(crate) enum Target {
     Server,
 }
 
-/// Parses XML a module stored (its canonical serialization of an element);
-/// a stored value that no longer parses is an internal error.
-pub(crate) fn parse_stored(xml: &str) -> Result<Element, StanzaError> {
-    let limits = Limits {
-        max_stanza_bytes: Limits::default().max_stanza_bytes.max(xml.len() + 1),
-        ..Limits::default()
-    };
-    Parser::parse_fragment(xml.as_bytes(), limits).map_err(|e| {
-        warn!(error = %e, "stored XML does not parse");
-        StanzaError::internal_server_error()
-    })
-}
+pub(crate) use rookery_mam::query::parse_stored;
 
 /// `[modules]` section of the configuration.
 #[derive(Clone, Debug, Deserialize, Serialize)]
