@@ -822,6 +822,14 @@ async fn node_configuration() {
     );
 }
 
+/// Sends `sent` from alice's session and returns the copy bob gets.
+async fn relayed(a: &mut RawClient, b: &mut RawClient, sent: &str) -> Element {
+    a.send(sent).await;
+    b.until(|e| e.name() == "presence" && e.attr("from") == Some("alice@localhost/home"))
+        .await
+        .0
+}
+
 /// XEP-0398 §4: the server puts the vCard avatar's hash into every
 /// available presence, broadcast and directed (a MUC join), unless the
 /// client put a `<photo/>` itself; the hash follows a vCard set (XEP-0153)
@@ -841,10 +849,7 @@ async fn avatar_hash_in_presence() {
     };
     // No photo yet: the presence goes out as sent (§4 Example 3 without a
     // hash to add).
-    a.send("<presence><show>chat</show></presence>").await;
-    let (p, _) = b
-        .until(|e| e.name() == "presence" && e.attr("from") == Some("alice@localhost/home"))
-        .await;
+    let p = relayed(&mut a, &mut b, "<presence><show>chat</show></presence>").await;
     assert_reply_xml(
         &p,
         "<presence from='alice@localhost/home' to='bob@localhost'><show>chat</show></presence>",
@@ -861,11 +866,12 @@ async fn avatar_hash_in_presence() {
         .await;
     assert_eq!(r.attr("type"), Some("result"), "{r}");
     let h1 = hash_of(img);
-    a.send(&format!("<presence><x xmlns='{UPDATE}'/></presence>"))
-        .await;
-    let (p, _) = b
-        .until(|e| e.name() == "presence" && e.attr("from") == Some("alice@localhost/home"))
-        .await;
+    let p = relayed(
+        &mut a,
+        &mut b,
+        &format!("<presence><x xmlns='{UPDATE}'/></presence>"),
+    )
+    .await;
     assert_reply_xml(
         &p,
         &format!(
@@ -883,13 +889,12 @@ async fn avatar_hash_in_presence() {
     );
 
     // §4 Examples 5 and 6: an empty photo is left alone.
-    a.send(&format!(
-        "<presence><x xmlns='{UPDATE}'><photo/></x></presence>"
-    ))
+    let p = relayed(
+        &mut a,
+        &mut b,
+        &format!("<presence><x xmlns='{UPDATE}'><photo/></x></presence>"),
+    )
     .await;
-    let (p, _) = b
-        .until(|e| e.name() == "presence" && e.attr("from") == Some("alice@localhost/home"))
-        .await;
     assert_reply_xml(
         &p,
         &format!(
@@ -925,10 +930,7 @@ async fn avatar_hash_in_presence() {
             .await;
         assert_eq!(r.attr("type"), Some("result"), "{r}");
     }
-    a.send("<presence/>").await;
-    let (p, _) = b
-        .until(|e| e.name() == "presence" && e.attr("from") == Some("alice@localhost/home"))
-        .await;
+    let p = relayed(&mut a, &mut b, "<presence/>").await;
     assert_reply_xml(
         &p,
         &format!(
