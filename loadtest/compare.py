@@ -9,7 +9,8 @@ everyone, no rate limits), registers the same accounts on each by in-band
 registration, runs the same scenarios against each with `rookery-load`,
 stops them, and prints every figure side by side with the ratio of Rookery
 to the better peer. Loopback only; every scenario is bounded in count and
-time; the default sizes finish in well under 15 minutes on a 2-core machine.
+time; the default sizes finish in about 13 minutes on a 2-core machine
+(muc-fanout alone: about 7).
 
     python3 loadtest/compare.py                 # default sizes
     python3 loadtest/compare.py --quick         # small sizes, a smoke run
