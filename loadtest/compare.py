@@ -9,7 +9,8 @@ everyone, no rate limits), registers the same accounts on each by in-band
 registration, runs the same scenarios against each with `rookery-load`,
 stops them, and prints every figure side by side with the ratio of Rookery
 to the better peer. Loopback only; every scenario is bounded in count and
-time; the default sizes finish in well under 15 minutes on a 2-core machine.
+time; the default sizes finish in about 13 minutes on a 2-core machine
+(muc-fanout alone: about 7).
 
     python3 loadtest/compare.py                 # default sizes
     python3 loadtest/compare.py --quick         # small sizes, a smoke run
@@ -27,6 +28,13 @@ Scenarios (sizes are options), in this order against each server:
   presence   --presence-users accounts with --contacts contacts each (rosters
              made by subscription handshakes first, not measured): everyone
              logs in until all contacts are seen, then changes presence once
+  muc-fanout --fanout-users accounts join one room on conference.load.test
+             (n^2 presences: the join phase is timed), then --fanout-senders
+             of them send groupchat messages at --fanout-rate msg/s in all for
+             --fanout-seconds: delivered copies/s, latency, lost copies
+
+--scenarios picks some of them (comma-separated, e.g. --scenarios muc-fanout);
+the registrations they need run first.
 
 The JSON line of every run goes to --out (one per server and scenario).
 """
@@ -72,6 +80,22 @@ ROWS = [
     ("presence", "figures.change_per_s", "presence changes delivered/s", True),
     ("presence", "latency.change.p99_ms", "change latency p99 ms", False),
     ("presence", "server_cpu_s", "server CPU s", False),
+    ("muc-fanout", "figures.occupants", "occupants joined", None),
+    ("muc-fanout", "figures.join_s", "s until all saw all (join)", False),
+    ("muc-fanout", "figures.join_presences_per_s", "presences/s during join", True),
+    ("muc-fanout", "latency.join.p50_ms", "join latency p50 ms", False),
+    ("muc-fanout", "latency.join.p99_ms", "join latency p99 ms", False),
+    ("muc-fanout", "figures.join_server_cpu_s", "server CPU s (join)", False),
+    ("muc-fanout", "figures.sent", "groupchat messages sent", None),
+    ("muc-fanout", "figures.delivered_per_s", "delivered copies/s", True),
+    ("muc-fanout", "figures.lost_copies", "lost copies", False),
+    ("muc-fanout", "latency.message.p50_ms", "latency p50 ms", False),
+    ("muc-fanout", "latency.message.p90_ms", "latency p90 ms", False),
+    ("muc-fanout", "latency.message.p99_ms", "latency p99 ms", False),
+    ("muc-fanout", "latency.message.max_ms", "latency max ms", False),
+    ("muc-fanout", "figures.server_cpu_us_per_copy", "server CPU us per copy", False),
+    ("muc-fanout", "server_peak_rss_kib", "server peak RSS KiB", False),
+    ("muc-fanout", "generator_cpu_s", "generator CPU s (fan-out)", None),
     ("idle", "figures.connections", "connections", None),
     ("idle", "figures.alive_after_hold", "alive after hold", None),
     ("idle", "figures.server_kib_per_connection", "server KiB per connection", False),
@@ -139,7 +163,35 @@ def scenarios(args) -> list[tuple[str, str, list[str]]]:
                                   "--timeout", "60"]),
         ("presence", "presence", ["--users", str(args.presence_users), "--contacts",
                                   str(args.contacts), "--prefix", "pres", "--timeout", "180"]),
+        ("register-fanout", "register", ["--users", str(args.fanout_users),
+                                         "--prefix", "muc", "--concurrency", "50"]),
+        ("muc-fanout", "muc-fanout", ["--users", str(args.fanout_users), "--prefix", "muc",
+                                      "--senders", str(args.fanout_senders),
+                                      "--rate", str(args.fanout_rate),
+                                      "--duration", str(args.fanout_seconds),
+                                      "--concurrency", "100", "--timeout", "150"]),
     ]
+
+
+# What each scenario needs registered first.
+NEEDS = {"idle": "register", "login": "register", "msg-rate": "register",
+         "msg-max": "register", "presence": "register-presence",
+         "muc-fanout": "register-fanout"}
+
+
+def selected(args) -> list[tuple[str, str, list[str]]]:
+    """The scenarios of --scenarios (all by default) and the registrations
+    they need, in the order of scenarios()."""
+    allv = scenarios(args)
+    if not args.scenarios:
+        return allv
+    want = {s.strip() for s in args.scenarios.split(",") if s.strip()}
+    unknown = want - set(NEEDS)
+    if unknown:
+        raise SystemExit(f"compare: unknown scenarios {sorted(unknown)}; "
+                         f"known: {', '.join(NEEDS)}")
+    want |= {NEEDS[s] for s in want}
+    return [s for s in allv if s[0] in want]
 
 
 def main() -> int:
@@ -153,6 +205,15 @@ def main() -> int:
     ap.add_argument("--presence-users", type=int, default=500)
     ap.add_argument("--contacts", type=int, default=50)
     ap.add_argument("--idle-seconds", type=float, default=5)
+    ap.add_argument("--fanout-users", type=int, default=1000,
+                    help="occupants of the muc-fanout room")
+    ap.add_argument("--fanout-senders", type=int, default=10)
+    ap.add_argument("--fanout-rate", type=float, default=5,
+                    help="groupchat messages/s to the room in all (x occupants = copies/s)")
+    ap.add_argument("--fanout-seconds", type=float, default=10)
+    ap.add_argument("--scenarios", default="",
+                    help="comma-separated scenarios to run (default: all): "
+                         "idle,login,msg-rate,msg-max,presence,muc-fanout")
     ap.add_argument("--threads", type=int, default=1, help="load generator threads")
     ap.add_argument("--scenario-timeout", type=float, default=300)
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
@@ -165,6 +226,7 @@ def main() -> int:
     if args.quick:
         args.users, args.msg_rate, args.msg_seconds = 200, 200, 3
         args.sat_users, args.presence_users, args.contacts, args.idle_seconds = 50, 60, 10, 1
+        args.fanout_users, args.fanout_seconds = 100, 3
     which = tuple(s.strip() for s in args.servers.split(",") if s.strip())
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     rookery_bin = os.path.join(target, "release", "rookery")
@@ -181,7 +243,7 @@ def main() -> int:
                        peer_storage=args.peer_storage) as ps:
         for srv in ps.servers:
             names.append(srv.name)
-            for key, scenario, extra in scenarios(args):
+            for key, scenario, extra in selected(args):
                 if key == "presence" and hasattr(srv, "write_rosters") and \
                         srv.write_rosters("pres", args.presence_users, args.contacts):
                     print(f"compare: {srv.name}: presence rosters written to its file store",
@@ -201,7 +263,9 @@ def main() -> int:
     print(f"\nRookery vs peers, commit {commit}, {time.strftime('%Y-%m-%d')}, "
           f"{os.cpu_count()} CPUs, sizes: users={args.users} msg_rate={args.msg_rate} "
           f"msg_seconds={args.msg_seconds} sat_users={args.sat_users} "
-          f"presence_users={args.presence_users}x{args.contacts} idle_s={args.idle_seconds}, "
+          f"presence_users={args.presence_users}x{args.contacts} idle_s={args.idle_seconds} "
+          f"fanout={args.fanout_users} occupants, {args.fanout_senders} senders, "
+          f"{args.fanout_rate:g} msg/s, {args.fanout_seconds:g} s, "
           f"peer storage {args.peer_storage}; run took {total:.0f} s")
     rookery = next((n for n in names if n == "Rookery"), None)
     peer_names = [n for n in names if n != rookery]
@@ -209,7 +273,10 @@ def main() -> int:
     if rookery and peer_names:
         header.append("Rookery vs best peer")
     rows = [header]
+    ran = {k for k, _, _ in selected(args)}
     for key, path, label, higher in ROWS:
+        if key not in ran:
+            continue
         vals = {n: get(results.get((n, key)), path) for n in names}
         row = [key, label, *[fmt(vals[n]) for n in names]]
         if rookery and peer_names:
@@ -235,7 +302,7 @@ def main() -> int:
     errors = {f"{n} {k}": r.get("errors") for (n, k), r in results.items() if r.get("errors")}
     if errors:
         print(f"\nerrors: {errors}")
-    missing = [f"{n} {k}" for n in names for k, _, _ in scenarios(args) if (n, k) not in results]
+    missing = [f"{n} {k}" for n in names for k, _, _ in selected(args) if (n, k) not in results]
     if missing:
         print(f"missing (failed to run): {missing}")
     return 0 if not missing else 1

@@ -132,6 +132,21 @@ ejabberd 23.01 (Debian bookworm): `runuser -u ejabberd -- /bin/sh -c
   registration_timeout: infinity). loglevel warning. No s2s listener,
   s2s_access none, no HTTP listener.
 
+MUC (the muc-fanout scenario, one room of 1,000 occupants on
+  conference.load.test, 20 history messages kept, nothing archived):
+  Rookery `[muc] max_occupants_per_room = 2000` (default 200). Prosody
+  `Component "conference.load.test" "muc"` (0.12's mod_muc has no occupant
+  or rate limit: those are community modules, not loaded; rooms are locked
+  until configured, muc_room_locking, which the scenario does as clients
+  do). ejabberd mod_muc with max_users 2000 (service cap, default 200) and
+  default_room_options max_users 2000 (default 200), max_users_presence
+  2000 (default 1000: above it a room counts as "overcrowded" and presence
+  broadcasts are cut), the anti-flood options min_message_interval /
+  min_presence_interval 0 and room_shaper / user_message_shaper /
+  user_presence_shaper none (their defaults, set explicitly),
+  max_user_conferences 100 (default; each account joins one room); source:
+  ejabberd's src/mod_muc.erl mod_options/1 and mod_doc/0.
+
 Processes and pid(): Rookery's pid() is the binary itself; Prosody's is the
 lua5.4 process (/usr/bin/prosody is a `#!/usr/bin/env lua5.4` script, env
 execs lua); ejabberd's is the beam.smp of our node (found among the
@@ -684,6 +699,10 @@ tls_listen = []
 
 [log]
 level = "warn"
+
+# muc-fanout: one room of 1,000 occupants (default cap 200).
+[muc]
+max_occupants_per_room = 2000
 """)
 
     def command(self) -> list[str]:
@@ -741,6 +760,12 @@ ssl = {{ certificate = "{self.cert}", key = "{self.key}" }}
 
 VirtualHost "{DOMAIN}"
     ssl = {{ certificate = "{self.cert}", key = "{self.key}" }}
+
+-- muc-fanout. Prosody 0.12's mod_muc has no occupant limit and no rate
+-- limit (those are the community modules mod_muc_limits/mod_muc_max_occupants,
+-- not loaded); history as Rookery's (20), nothing archived (no mod_muc_mam).
+Component "conference.{DOMAIN}" "muc"
+    muc_room_default_history_length = 20
 """)
 
     def write_rosters(self, prefix: str, n: int, k: int) -> bool:
@@ -925,6 +950,20 @@ modules:
     access: register
   mod_roster: {{}}
   mod_stream_mgmt: {{}}
+  mod_muc:
+    access_create: all
+    max_users: 2000
+    max_users_presence: 2000
+    max_user_conferences: 100
+    min_message_interval: 0
+    min_presence_interval: 0
+    room_shaper: none
+    user_message_shaper: none
+    user_presence_shaper: none
+    history_size: 20
+    default_room_options:
+      max_users: 2000
+      mam: false
 """)
         for root, dirs, files in os.walk(self.dir):
             for n in dirs + files:

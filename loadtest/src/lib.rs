@@ -12,6 +12,9 @@
 //! - `presence`: users with rosters of K contacts (provisioned through
 //!   subscription handshakes on first use) log in and change presence;
 //! - `idle`: N authenticated connections held open; server RSS per connection.
+//! - `muc-fanout`: N occupants in one MUC room, a steady groupchat rate;
+//!   join time, delivered copies/s, end-to-end latency, lost copies
+//!   (`fanout` module).
 //!
 //! Server CPU seconds and RSS are read from `/proc/PID` (`--server-pid`), and
 //! the generator reports its own CPU so that it can be ruled out as the
@@ -19,6 +22,7 @@
 #![allow(clippy::cast_precision_loss)]
 
 pub mod conn;
+mod fanout;
 pub mod measure;
 pub mod sasl;
 
@@ -65,11 +69,12 @@ pub struct Options {
     /// Password of every account.
     #[arg(long, default_value = "loadpass")]
     pub password: String,
-    /// Logins (or registrations) in flight at once.
+    /// Logins (or registrations, or `muc-fanout` room joins) in flight at once.
     #[arg(long, default_value_t = 100)]
     pub concurrency: usize,
     /// Target rate: logins/s (`login`, `idle`, `presence`) or total
-    /// messages/s (`messaging`); 0 = as fast as possible.
+    /// messages/s (`messaging`, `muc-fanout`); 0 = as fast as possible
+    /// (not for `muc-fanout`).
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
     /// Length of the measured phase in seconds (`messaging`: sending time;
@@ -83,6 +88,13 @@ pub struct Options {
     /// Roster size of each user in the `presence` scenario (even, < users).
     #[arg(long, default_value_t = 50)]
     pub contacts: u64,
+    /// `muc-fanout`: how many occupants send (the first ones); `--rate` is
+    /// their total.
+    #[arg(long, default_value_t = 10)]
+    pub senders: u64,
+    /// `muc-fanout`: the room's bare JID; empty = `fanout@conference.<domain>`.
+    #[arg(long, default_value = "")]
+    pub room: String,
     /// PID of the server process, for its CPU time and RSS.
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -164,6 +176,8 @@ pub enum Scenario {
     Presence,
     /// Idle authenticated connections.
     Idle,
+    /// Groupchat fan-out in one MUC room of `--users` occupants.
+    MucFanout,
 }
 
 /// Runs one scenario.
@@ -175,6 +189,7 @@ pub async fn run(scenario: Scenario, opts: &Options) -> anyhow::Result<Report> {
         Scenario::Messaging => messaging(opts, &target).await,
         Scenario::Presence => presence(opts, &target).await,
         Scenario::Idle => idle(opts, &target).await,
+        Scenario::MucFanout => fanout::muc_fanout(opts, &target).await,
     }?;
     if let Some(p) = &opts.salt_cache {
         target.salts.save(p)?;

@@ -30,6 +30,8 @@ fn options(s: &TestServer, users: u64, prefix: &str) -> Options {
         duration: 1.0,
         window: 4,
         contacts: 4,
+        senders: 2,
+        room: String::new(),
         // The server runs in this process: its figures are ours too.
         server_pid: Some(std::process::id()),
         label: "rookery-in-process".into(),
@@ -141,6 +143,55 @@ async fn idle_connections_stay_alive() {
     assert_eq!(r.figures["connections"], 20.0);
     assert_eq!(r.figures["alive_after_hold"], 20.0);
     assert!(r.figures.contains_key("server_kib_per_connection"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn muc_fanout_delivers_every_copy() {
+    let s = server().await;
+    let mut o = options(&s, 20, "muc");
+    run(Scenario::Register, &o).await.unwrap();
+    // 20 occupants, 2 senders at 20 msg/s in all for 1 s.
+    o.rate = 20.0;
+    let r = run(Scenario::MucFanout, &o).await.unwrap();
+    assert_eq!(r.errors, 0, "{:?}", r.error_samples);
+    assert_eq!(r.params["room"], "fanout@conference.localhost");
+    assert_eq!((r.figures["logins"], r.figures["occupants"]), (20.0, 20.0));
+    // Every occupant saw every occupant's presence, itself included.
+    assert!(r.figures["join_presences"] >= 400.0);
+    assert_eq!(r.latency["join"].count, 20);
+    let sent = r.figures["sent"];
+    assert!(sent >= 2.0, "sent {sent}");
+    // Every copy reached every occupant, the senders' reflections included.
+    assert_eq!(r.figures["expected_copies"], sent * 20.0);
+    assert_eq!(r.figures["delivered_copies"], sent * 20.0);
+    assert_eq!(r.figures["lost_copies"], 0.0);
+    assert_eq!(r.latency["message"].count as f64, sent * 20.0);
+
+    // A second run finds the room gone (temporary rooms vanish when empty,
+    // XEP-0045 §10.1.2) and creates it again.
+    let r = run(Scenario::MucFanout, &o).await.unwrap();
+    assert_eq!(r.errors, 0, "{:?}", r.error_samples);
+    assert_eq!(r.figures["lost_copies"], 0.0);
+
+    // Above the service's occupant limit the join fails and is reported.
+    o.users = 20;
+    o.room = "small@conference.localhost".into();
+    let s2 = TestServer::start_with(|c| {
+        c.registration.enabled = true;
+        c.registration.min_interval_secs = 0;
+        c.muc.max_occupants_per_room = 10;
+    })
+    .await;
+    o.addr = s2.addr();
+    run(Scenario::Register, &o).await.unwrap();
+    let r = run(Scenario::MucFanout, &o).await.unwrap();
+    assert!(r.errors > 0);
+    assert!(!r.figures.contains_key("delivered_copies"));
+    assert!(
+        r.error_samples.iter().any(|e| e.contains("join refused")),
+        "{:?}",
+        r.error_samples
+    );
 }
 
 #[tokio::test]
