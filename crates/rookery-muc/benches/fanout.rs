@@ -10,7 +10,9 @@
 //! `user{i}@load.test/res` under the nick `nick{i}` without `<x/>` (so the
 //! room is an instant room, XEP-0045 §10.1.2). The router only counts the
 //! stanzas it is given and drops them: what is measured ends where the
-//! session service would start delivering.
+//! session service would start delivering. The room archives its messages
+//! (XEP-0313, on by default) into a store that keeps nothing, so the
+//! archiving work of the service is measured and the store's write is not.
 //!
 //! `groupchat/N`: occupant 0 sends `<message type='groupchat'>` with a
 //! 40-byte body to the room; the timed region is handing the stanza to
@@ -29,13 +31,46 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rookery_core::StoreError;
 use rookery_core::{Component, ComponentRouter, Element, Jid, Stanza, StanzaKind, ns};
-use rookery_muc::{Muc, MucConfig, NoRoomStore};
+use rookery_mam::{
+    ArchiveFilter, ArchivePage, ArchivePrefs, ArchiveStore, ArchivedMessage, Page, QueryError,
+};
+use rookery_muc::{Muc, MucConfig, NoRoomStore, RoomArchive};
 use tokio::runtime::Runtime;
 use tokio::sync::Notify;
 
 const SERVICE: &str = "conference.load.test";
 const ROOM: &str = "bench@conference.load.test";
+
+/// An archive store that keeps nothing.
+#[derive(Debug)]
+struct NoArchive;
+
+#[async_trait]
+impl ArchiveStore for NoArchive {
+    async fn append(&self, _: &Jid, _: &ArchivedMessage) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn query(
+        &self,
+        _: &Jid,
+        _: &ArchiveFilter,
+        _: &Page,
+        _: usize,
+    ) -> Result<ArchivePage, QueryError> {
+        Ok(ArchivePage::default())
+    }
+    async fn delete_user(&self, _: &Jid) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn prefs(&self, _: &Jid) -> Result<ArchivePrefs, StoreError> {
+        Ok(ArchivePrefs::default())
+    }
+    async fn set_prefs(&self, _: &Jid, _: &ArchivePrefs) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
 
 /// A router that counts the stanzas it is given and wakes a waiter when a
 /// target count is reached.
@@ -110,7 +145,11 @@ fn room_of(rt: &Runtime, n: usize) -> (Arc<Muc>, Arc<CountingRouter>, u64) {
             max_occupants_per_room: 2000,
             ..MucConfig::default()
         };
-        let muc = Muc::start(SERVICE, config, Arc::new(NoRoomStore), weak);
+        let archive = RoomArchive {
+            store: Arc::new(NoArchive),
+            max_page: 100,
+        };
+        let muc = Muc::start(SERVICE, config, Arc::new(NoRoomStore), archive, weak);
         let t = Instant::now();
         // Joiner k gets the k others' presence, the k others get its
         // presence, and it gets its own and the (empty) subject.
