@@ -209,6 +209,11 @@ pub trait Component: Send + Sync + std::fmt::Debug {
     fn placement(&self) -> Placement {
         Placement::Single
     }
+    /// With [`Placement::ByKey`]: the bare JID whose shard owner serves
+    /// `stanza`, or `None` to serve it where it arrives.
+    fn shard_key(&self, _stanza: &Stanza) -> Option<Jid> {
+        None
+    }
     /// In a cluster, when this node's shards change: the addresses for
     /// which `owns` answers `false` are served by other nodes from now on,
     /// so the state kept for them here is given up. Returns once what that
@@ -232,6 +237,9 @@ pub enum Placement {
     /// The whole service on one node: the owner of the shard of its
     /// domain's JID.
     Single,
+    /// On the owner of the shard of the key [`Component::shard_key`]
+    /// derives from the stanza (XEP-0060 nodes: from the node name).
+    ByKey,
 }
 
 /// How a component sends its stanzas (from JIDs of its domain) to users:

@@ -154,11 +154,45 @@ impl Component for Pubsub {
         &self.domain
     }
 
+    /// Nodes are sharded by name (docs/decisions/0023): the engine keeps
+    /// nothing in memory, so any session node can serve any node, and one
+    /// node's requests stay in order on one owner.
+    fn placement(&self) -> rookery_core::Placement {
+        rookery_core::Placement::ByKey
+    }
+
+    /// The node a request is about: the `node` of the first child of
+    /// `<pubsub/>` (any of the XEP-0060 namespaces), or of a disco query.
+    /// Requests about no node (the service's disco, all subscriptions, an
+    /// instant node) are served where they arrive.
+    fn shard_key(&self, stanza: &Stanza) -> Option<rookery_core::Jid> {
+        if stanza.to().is_some_and(|t| t.node().is_some()) {
+            return None;
+        }
+        let q = stanza.element().first_child()?;
+        let node = if q.name() == "pubsub" {
+            q.children().find_map(|c| c.attr("node"))?
+        } else {
+            q.attr("node")?
+        };
+        rookery_core::Jid::parse(&shard_key_of(&self.domain, node)).ok()
+    }
+
     fn handle(&self, stanza: Stanza) {
         if self.queue.send(stanza).is_err() {
             tracing::warn!(domain = %self.domain, "the pubsub service has stopped; stanza dropped");
         }
     }
+}
+
+/// The bare JID whose shard owner serves the node `node` of the service
+/// `domain` in a cluster: a hash of the name as the localpart, since node
+/// names need not be valid localparts.
+pub fn shard_key_of(domain: &str, node: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(node.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}@{domain}")
 }
 
 /// The notification message of a notice for one recipient (XEP-0060
@@ -184,5 +218,60 @@ mod tests {
             let row = format!("| XEP-{n:04} | {v} |");
             assert!(doc.contains(&row), "docs/xeps.md lacks {row}");
         }
+    }
+}
+
+#[cfg(test)]
+mod shard_tests {
+    use super::*;
+
+    fn st(xml: &str) -> Stanza {
+        Stanza::parse(rookery_xml::Element::parse(xml).unwrap()).unwrap()
+    }
+
+    /// Requests about one node go to one key; requests about none, or to a
+    /// JID with a localpart, are served where they arrive.
+    #[test]
+    fn requests_are_keyed_by_node_name() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let ps = Pubsub {
+            domain: "pubsub.example.org".into(),
+            queue: tx,
+        };
+        let key = |xml: &str| ps.shard_key(&st(xml)).map(|j| j.to_string());
+        const PS: &str = "http://jabber.org/protocol/pubsub";
+        let publish = key(&format!(
+            "<iq xmlns='jabber:client' type='set' from='a@example.org/r' to='pubsub.example.org' id='1'><pubsub xmlns='{PS}'><publish node='princely/musings'><item/></publish><publish-options/></pubsub></iq>"
+        ));
+        let items = key(&format!(
+            "<iq xmlns='jabber:client' type='get' from='b@example.org/r' to='pubsub.example.org' id='2'><pubsub xmlns='{PS}'><items node='princely/musings'/></pubsub></iq>"
+        ));
+        let owner = key(&format!(
+            "<iq xmlns='jabber:client' type='set' from='a@example.org/r' to='pubsub.example.org' id='3'><pubsub xmlns='{PS}#owner'><delete node='princely/musings'/></pubsub></iq>"
+        ));
+        let disco = key(
+            "<iq xmlns='jabber:client' type='get' from='b@example.org/r' to='pubsub.example.org' id='4'><query xmlns='http://jabber.org/protocol/disco#info' node='princely/musings'/></iq>",
+        );
+        let want = Some(shard_key_of("pubsub.example.org", "princely/musings"));
+        assert_eq!(publish, want);
+        assert_eq!((&items, &owner, &disco), (&want, &want, &want));
+        assert!(want.as_deref().unwrap().ends_with("@pubsub.example.org"));
+        let other = key(&format!(
+            "<iq xmlns='jabber:client' type='get' from='b@example.org/r' to='pubsub.example.org' id='5'><pubsub xmlns='{PS}'><items node='another'/></pubsub></iq>"
+        ));
+        assert_ne!(other, want);
+        // No node: the service's disco, an instant node.
+        assert_eq!(
+            key(
+                "<iq xmlns='jabber:client' type='get' from='b@example.org/r' to='pubsub.example.org' id='6'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>"
+            ),
+            None
+        );
+        assert_eq!(
+            key(&format!(
+                "<iq xmlns='jabber:client' type='set' from='a@example.org/r' to='pubsub.example.org' id='7'><pubsub xmlns='{PS}'><create/></pubsub></iq>"
+            )),
+            None
+        );
     }
 }

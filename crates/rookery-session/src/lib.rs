@@ -336,6 +336,7 @@ impl LocalSessions {
                 to.node().is_some().then(|| to.to_bare())
             }
             (rookery_core::Placement::Single, Some(to)) => Jid::parse(to.domain()).ok(),
+            (rookery_core::Placement::ByKey, Some(_)) => c.shard_key(&stanza),
         };
         let Some(key) = key.filter(|k| self.remote_owner(k).is_some()) else {
             return c.handle(stanza);

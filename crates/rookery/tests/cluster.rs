@@ -1302,10 +1302,11 @@ async fn muc_rooms_across_session_nodes() {
     assert_eq!(m.attr("from"), Some(format!("{room}/B").as_str()), "{m}");
 }
 
-/// The pubsub service and the upload slot service in a cluster: each is
-/// served by one session node (the owner of its domain's shard), whichever
-/// node the requester's account lives on; a slot granted there is taken by
-/// any cm, as the nodes share `[upload] secret`.
+/// The pubsub service and the upload slot service in a cluster: a pubsub
+/// node is served by the owner of the shard of its name's key, the slot
+/// service by the owner of its domain's shard, whichever node the
+/// requester's account lives on; a slot granted there is taken by any cm,
+/// as the nodes share `[upload] secret`.
 #[tokio::test]
 async fn pubsub_and_upload_across_session_nodes() {
     let tail = "[upload]\npublic_url = \"https://upload.test\"\nsecret = \"a shared upload key for the cluster\"\n";
@@ -1318,35 +1319,70 @@ async fn pubsub_and_upload_across_session_nodes() {
     let mut ca = login(&c, "cm1", &a, "r").await;
     let mut cb = login(&c, "cm2", &b, "r").await;
     // Notifications go to the bare JID: to available resources.
-    cb.send("<presence/>").await;
-    let (p, _) = cb.until(|e| e.name() == "presence").await;
-    assert_eq!(p.attr("from"), Some(format!("{b}@localhost/r").as_str()));
+    for (cx, u) in [(&mut ca, &a), (&mut cb, &b)] {
+        cx.send("<presence/>").await;
+        let (p, _) = cx.until(|e| e.name() == "presence").await;
+        assert_eq!(p.attr("from"), Some(format!("{u}@localhost/r").as_str()));
+    }
     const PS: &str = "http://jabber.org/protocol/pubsub";
-    let r = ca
-        .iq(&format!(
-            "<iq type='set' to='pubsub.localhost' id='c'><pubsub xmlns='{PS}'><create node='news'/></pubsub></iq>"
-        ))
+    // Pubsub nodes are sharded by name: one served by each session node.
+    let node_on = |prefix: &str, session: &str| {
+        (0..)
+            .map(|i| format!("{prefix}{i}"))
+            .find(|n| {
+                rookery_e2e::cluster::owner_of(
+                    &rookery_pubsub::shard_key_of("pubsub.localhost", n),
+                    &["session1", "session2"],
+                ) == session
+            })
+            .unwrap()
+    };
+    for (news, publisher) in [
+        (node_on("news", "session2"), 0),
+        (node_on("notes", "session1"), 1),
+    ] {
+        let (pc, sc, sub) = if publisher == 0 {
+            (&mut ca, &mut cb, &b)
+        } else {
+            (&mut cb, &mut ca, &a)
+        };
+        let news = news.as_str();
+        let r = pc
+            .iq(&format!(
+                "<iq type='set' to='pubsub.localhost' id='c'><pubsub xmlns='{PS}'><create node='{news}'/></pubsub></iq>"
+            ))
+            .await;
+        assert_eq!(r.attr("type"), Some("result"), "{r}");
+        let r = sc
+            .iq(&format!(
+                "<iq type='set' to='pubsub.localhost' id='s'><pubsub xmlns='{PS}'><subscribe node='{news}' jid='{sub}@localhost'/></pubsub></iq>"
+            ))
+            .await;
+        assert_eq!(r.attr("type"), Some("result"), "{r}");
+        let r = pc
+            .iq(&format!(
+                "<iq type='set' to='pubsub.localhost' id='p'><pubsub xmlns='{PS}'><publish node='{news}'><item id='i1'><entry xmlns='urn:example:news'>hello</entry></item></publish></pubsub></iq>"
+            ))
+            .await;
+        assert_eq!(r.attr("type"), Some("result"), "{r}");
+        let (m, _) = sc.until(|e| e.name() == "message").await;
+        rookery_e2e::assert_reply_xml(
+            &m,
+            &format!(
+                "<message from='pubsub.localhost' to='{sub}@localhost' type='headline'><event xmlns='{PS}#event'><items node='{news}'><item id='i1'><entry xmlns='urn:example:news'>hello</entry></item></items></event></message>"
+            ),
+        );
+    }
+    // Each session node served one of the two nodes' requests for a
+    // requester on the other.
+    for session in ["session1", "session2"] {
+        let n = rookery_e2e::cluster::metric_sum(
+            c.node(session).http,
+            "rookery_rpc_latency_seconds_count{role=\"session\",method=\"Forward\",outcome=\"ok\"}",
+        )
         .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r}");
-    let r = cb
-        .iq(&format!(
-            "<iq type='set' to='pubsub.localhost' id='s'><pubsub xmlns='{PS}'><subscribe node='news' jid='{b}@localhost'/></pubsub></iq>"
-        ))
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r}");
-    let r = ca
-        .iq(&format!(
-            "<iq type='set' to='pubsub.localhost' id='p'><pubsub xmlns='{PS}'><publish node='news'><item id='i1'><entry xmlns='urn:example:news'>hello</entry></item></publish></pubsub></iq>"
-        ))
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r}");
-    let m = cb.next_message().await;
-    rookery_e2e::assert_reply_xml(
-        &m,
-        &format!(
-            "<message from='pubsub.localhost' to='{b}@localhost' type='headline'><event xmlns='{PS}#event'><items node='news'><item id='i1'><entry xmlns='urn:example:news'>hello</entry></item></items></event></message>"
-        ),
-    );
+        assert!(n >= 2.0, "{n} forwards from {session}");
+    }
 
     // XEP-0363: a slot from the service, the PUT through cm1's web
     // listener and the GET through cm2's.
