@@ -1439,3 +1439,53 @@ async fn pubsub_and_upload_across_session_nodes() {
     let out = curl("cm2", vec![get]).await;
     assert_eq!(out, "hello\n200");
 }
+
+/// Stock slixmpp's XEP-0045 and XEP-0313 plugins against a cluster
+/// (tests/interop/slixmpp_muc.py): three users create, join, chat, kick
+/// and read the room's archive, with the room and the accounts spread over
+/// two session nodes.
+#[tokio::test]
+async fn slixmpp_muc_in_a_cluster() {
+    use rookery_e2e::cluster::owner_of;
+    let c = Cluster::start(bin(), 2, 1, "", "");
+    c.wait_settled().await;
+    for u in ["alice", "bob", "carol"] {
+        c.add_user(u, "pass").await;
+    }
+    // The script's room and accounts do not all live on one node.
+    let nodes = ["session1", "session2"];
+    let room = owner_of("lab@conference.localhost", &nodes);
+    let owners: Vec<String> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|u| owner_of(&format!("{u}@localhost"), &nodes))
+        .collect();
+    assert!(owners.iter().any(|o| *o != room), "{room} {owners:?}");
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/slixmpp_muc.py");
+    let port = c.cm_addr("cm1").port();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("/usr/bin/python3")
+            .arg(script)
+            .args(["--port", &port.to_string(), "--password", "pass"])
+            .output()
+            .expect("python3-slixmpp")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "slixmpp_muc.py failed\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for m in [
+        "alice created the room",
+        "bob and carol joined",
+        "everyone got both messages in order, with the same stanza-ids",
+        "kick: carol got 110+307",
+        "archive: carol paged through both messages, ids as live",
+        "OK",
+    ] {
+        assert!(stdout.contains(m), "missing {m:?}:\n{stdout}");
+    }
+}
