@@ -198,6 +198,36 @@ pub trait ArchiveStore: Send + Sync + std::fmt::Debug {
     async fn set_prefs(&self, user: &Jid, prefs: &ArchivePrefs) -> Result<(), StoreError>;
 }
 
+/// An archive store that keeps nothing: benchmarks and tests of what is
+/// archived, without a backend.
+#[derive(Debug, Default)]
+pub struct NoArchiveStore;
+
+#[async_trait]
+impl ArchiveStore for NoArchiveStore {
+    async fn append(&self, _: &Jid, _: &ArchivedMessage) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn query(
+        &self,
+        _: &Jid,
+        _: &ArchiveFilter,
+        _: &Page,
+        _: usize,
+    ) -> Result<ArchivePage, QueryError> {
+        Ok(ArchivePage::default())
+    }
+    async fn delete_user(&self, _: &Jid) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn prefs(&self, _: &Jid) -> Result<ArchivePrefs, StoreError> {
+        Ok(ArchivePrefs::default())
+    }
+    async fn set_prefs(&self, _: &Jid, _: &ArchivePrefs) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
 /// True if the element carries a `<stanza-id/>` claiming to be by `by`.
 pub fn has_stanza_id_by(el: &Element, by: &Jid) -> bool {
     el.children()

@@ -43,35 +43,6 @@ use tokio::sync::Notify;
 const SERVICE: &str = "conference.load.test";
 const ROOM: &str = "bench@conference.load.test";
 
-/// An archive store that keeps nothing.
-#[derive(Debug)]
-struct NoArchive;
-
-#[async_trait]
-impl ArchiveStore for NoArchive {
-    async fn append(&self, _: &Jid, _: &ArchivedMessage) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn query(
-        &self,
-        _: &Jid,
-        _: &ArchiveFilter,
-        _: &Page,
-        _: usize,
-    ) -> Result<ArchivePage, QueryError> {
-        Ok(ArchivePage::default())
-    }
-    async fn delete_user(&self, _: &Jid) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn prefs(&self, _: &Jid) -> Result<ArchivePrefs, StoreError> {
-        Ok(ArchivePrefs::default())
-    }
-    async fn set_prefs(&self, _: &Jid, _: &ArchivePrefs) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
-
 /// A router that counts the stanzas it is given and wakes a waiter when a
 /// target count is reached.
 #[derive(Debug, Default)]
@@ -146,7 +117,7 @@ fn room_of(rt: &Runtime, n: usize) -> (Arc<Muc>, Arc<CountingRouter>, u64) {
             ..MucConfig::default()
         };
         let archive = RoomArchive {
-            store: Arc::new(NoArchive),
+            store: Arc::new(NoArchiveStore),
             max_page: 100,
         };
         let muc = Muc::start(SERVICE, config, Arc::new(NoRoomStore), archive, weak);

@@ -160,6 +160,95 @@ impl Component for Muc {
 }
 
 #[cfg(test)]
+mod store_failure {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use rookery_core::users::StoreError;
+    use rookery_core::{Component, ComponentRouter, Stanza};
+    use tokio::sync::mpsc;
+
+    use crate::{Muc, MucConfig, RoomArchive, RoomStore, StoredRoom};
+
+    /// A room store whose backend is down.
+    #[derive(Debug)]
+    struct Down;
+
+    #[async_trait]
+    impl RoomStore for Down {
+        async fn rooms(&self, _: &str) -> Result<Vec<StoredRoom>, StoreError> {
+            Err(StoreError::Unavailable("down".into()))
+        }
+        async fn room(&self, _: &str, _: &str) -> Result<Option<StoredRoom>, StoreError> {
+            Err(StoreError::Unavailable("down".into()))
+        }
+        async fn save_room(&self, _: &str, _: &StoredRoom) -> Result<(), StoreError> {
+            Err(StoreError::Unavailable("down".into()))
+        }
+        async fn delete_room(&self, _: &str, _: &str) -> Result<(), StoreError> {
+            Err(StoreError::Unavailable("down".into()))
+        }
+    }
+
+    /// Hands what the service routes to the test.
+    #[derive(Debug)]
+    struct Out(mpsc::UnboundedSender<Stanza>);
+
+    #[async_trait]
+    impl ComponentRouter for Out {
+        async fn route_from_component(&self, stanza: Stanza) {
+            let _ = self.0.send(stanza);
+        }
+    }
+
+    /// A join while the store cannot say whether the room exists is
+    /// refused with `resource-constraint` (wait), and creates nothing: a
+    /// stored room is not replaced by a new one (nor its archive cleared).
+    #[tokio::test]
+    async fn a_room_the_store_cannot_load_is_not_created() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let router: Arc<dyn ComponentRouter> = Arc::new(Out(tx));
+        let archive = RoomArchive {
+            store: Arc::new(rookery_mam::NoArchiveStore),
+            max_page: 10,
+        };
+        let muc = Muc::start(
+            "conference.example.org",
+            MucConfig::default(),
+            Arc::new(Down),
+            archive,
+            Arc::downgrade(&router),
+        );
+        let join = |id: &str| {
+            Stanza::parse(
+                rookery_xml::Element::parse(&format!(
+                    "<presence xmlns='jabber:client' id='{id}' from='a@example.org/r' to='hall@conference.example.org/A'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+                ))
+                .unwrap(),
+            )
+            .unwrap()
+        };
+        for id in ["j1", "j2"] {
+            muc.handle(join(id));
+            let got = rx.recv().await.unwrap();
+            let el = got.element();
+            assert_eq!(el.attr("type"), Some("error"), "{el}");
+            assert_eq!(el.attr("id"), Some(id));
+            assert_eq!(el.attr("to"), Some("a@example.org/r"));
+            let e = el.child("error", "jabber:client").unwrap();
+            assert_eq!(e.attr("type"), Some("wait"), "{el}");
+            assert!(
+                e.child("resource-constraint", "urn:ietf:params:xml:ns:xmpp-stanzas")
+                    .is_some(),
+                "{el}"
+            );
+            // Nothing else: no self-presence, no 201.
+            assert!(rx.try_recv().is_err());
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     /// docs/xeps.md lists XEP-0045 with the version this crate follows.
     #[test]

@@ -125,18 +125,25 @@ impl Service {
     /// Loads a persistent room that is not in memory yet: rooms are loaded
     /// when a stanza first reaches them, so that in a cluster the node
     /// that takes a room's shard over reads it as its last owner left it.
-    async fn load(&mut self, jid: &Jid) {
+    /// `false` when the store could not say: the stanza is then refused
+    /// rather than taken for one to a room that does not exist (which
+    /// could create a new room over a stored one and clear its archive).
+    async fn load(&mut self, jid: &Jid) -> bool {
         if self.rooms.contains_key(jid) {
-            return;
+            return true;
         }
         match self.store.room(&self.domain, jid.as_str()).await {
             Ok(Some(s)) => {
                 let room = Self::from_stored(jid.clone(), &s);
                 self.rooms.insert(jid.clone(), room);
                 debug!(room = %jid, "persistent room loaded");
+                true
             }
-            Ok(None) => {}
-            Err(e) => warn!(error = %e, room = %jid, "a persistent room could not be loaded"),
+            Ok(None) => true,
+            Err(e) => {
+                warn!(error = %e, room = %jid, "a persistent room could not be loaded");
+                false
+            }
         }
     }
 
@@ -244,7 +251,13 @@ impl Service {
             return self.service_stanza(&st).await;
         }
         let room = to.to_bare();
-        self.load(&room).await;
+        if !self.load(&room).await {
+            // RFC 6120 §8.3.3.6: the store behind the room is unavailable;
+            // the stream stays up and the client may try again.
+            let e = StanzaError::resource_constraint()
+                .with_text("the room's store is unavailable, try again later");
+            return err(&mut self.out, &st, e);
+        }
         let nick = to.resource().map(str::to_owned);
         match st.kind() {
             StanzaKind::Presence => self.presence(&from, &room, nick, &st).await,
