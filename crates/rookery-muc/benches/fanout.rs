@@ -31,11 +31,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use rookery_core::StoreError;
 use rookery_core::{Component, ComponentRouter, Element, Jid, Stanza, StanzaKind, ns};
-use rookery_mam::{
-    ArchiveFilter, ArchivePage, ArchivePrefs, ArchiveStore, ArchivedMessage, Page, QueryError,
-};
+use rookery_mam::NoArchiveStore;
 use rookery_muc::{Muc, MucConfig, NoRoomStore, RoomArchive};
 use tokio::runtime::Runtime;
 use tokio::sync::Notify;
