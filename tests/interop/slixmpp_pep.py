@@ -57,6 +57,7 @@ def client(user, password, port, loop, interests=()):
         x.register_plugin(p)
     x.ready = loop.create_future()
     x.events = asyncio.Queue()
+    x.roster_changed = asyncio.Event()
 
     async def start(_):
         await x.get_roster()
@@ -74,18 +75,28 @@ def client(user, password, port, loop, interests=()):
 
     x.add_event_handler('session_start', start)
     x.add_event_handler('failed_all_auth', failed)
+    x.add_event_handler('roster_update', lambda _: x.roster_changed.set())
     x.add_event_handler('pubsub_publish', lambda m: x.events.put_nowait(m))
     x.add_event_handler('avatar_metadata_publish', lambda m: x.events.put_nowait(m))
     x.connect(address=('127.0.0.1', port))
     return x
 
 
-async def until(cond, what):
-    for _ in range(int(TIMEOUT * 20)):
-        if cond():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+async def until(clients, cond, what):
+    """Waits until `cond()` holds, checking it again after each roster
+    push one of `clients` receives (no polling)."""
+    async def wait():
+        while not cond():
+            waits = [asyncio.ensure_future(c.roster_changed.wait()) for c in clients]
+            _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for p in pending:
+                p.cancel()
+            for c in clients:
+                c.roster_changed.clear()
+    try:
+        await asyncio.wait_for(wait(), TIMEOUT)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 async def event(x, node, what):
@@ -118,7 +129,8 @@ async def main(args):
     alice_jid = slixmpp.JID(f"alice@{DOMAIN}")
     bob_jid = slixmpp.JID(f"bob@{DOMAIN}")
     alice.send_presence_subscription(pto=bob_jid)
-    await until(lambda: alice.client_roster[bob_jid]['subscription'] == 'both'
+    await until((alice, bob),
+                lambda: alice.client_roster[bob_jid]['subscription'] == 'both'
                 and bob.client_roster[alice_jid]['subscription'] == 'both',
                 "subscription 'both'")
     say("subscriptions: both/both")

@@ -560,6 +560,13 @@ impl RawClient {
         }
     }
 
+    /// [`RawClient::iq`], asserting that the answer is a result.
+    pub async fn iq_ok(&mut self, xml: &str) -> Element {
+        let r = self.iq(xml).await;
+        assert_eq!(r.attr("type"), Some("result"), "{r}\nfor {xml}");
+        r
+    }
+
     /// Reads until a stream error; returns its condition and checks that the
     /// stream is then closed.
     pub async fn expect_stream_error(&mut self) -> String {

@@ -176,12 +176,9 @@ async fn publish_notifies_contacts_that_want_it() {
     assert_eq!(next.attr("id"), Some("m1"), "{next}");
 
     // Retraction with notify (XEP-0060 §7.2.2.1, example 117).
-    let r = a
-        .iq(&format!(
+    a.iq_ok(&format!(
             "<iq type='set' id='ret1'><pubsub xmlns='{PUBSUB}'><retract node='{TUNE}' notify='true'><item id='bffe6584-0f5f-4ff5-8d83-a49357a6e3dd'/></retract></pubsub></iq>"
-        ))
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r}");
+        )).await;
     assert_reply_xml(
         &next_event(&mut b).await,
         &format!(
@@ -189,12 +186,9 @@ async fn publish_notifies_contacts_that_want_it() {
         ),
     );
     // Deletion (§8.4.2, example 158).
-    let r = a
-        .iq(&format!(
+    a.iq_ok(&format!(
             "<iq type='set' id='del1'><pubsub xmlns='{PUBSUB}#owner'><delete node='{TUNE}'/></pubsub></iq>"
-        ))
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r}");
+        )).await;
     assert_reply_xml(
         &next_event(&mut b).await,
         &format!(
@@ -466,12 +460,9 @@ async fn access_models_and_bad_input() {
         ),
     );
     // A roster-group node (§6.5.9.7).
-    let r = a
-        .iq(&format!(
+    a.iq_ok(&format!(
             "<iq type='set' id='cr'><pubsub xmlns='{PUBSUB}'><create node='urn:friends'/><configure><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>{PUBSUB}#node_config</value></field><field var='pubsub#access_model'><value>roster</value></field><field var='pubsub#roster_groups_allowed'><value>Friends</value></field></x></configure></pubsub></iq>"
-        ))
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r}");
+        )).await;
     let r = b
         .iq(&format!(
             "<iq type='get' to='alice@localhost' id='rg'><pubsub xmlns='{PUBSUB}'><items node='urn:friends'/></pubsub></iq>"
@@ -490,12 +481,9 @@ async fn access_models_and_bad_input() {
     );
     a.iq("<iq type='set' id='grp'><query xmlns='jabber:iq:roster'><item jid='bob@localhost'><group>Friends</group></item></query></iq>")
         .await;
-    let r = b
-        .iq(&format!(
+    b.iq_ok(&format!(
             "<iq type='get' to='alice@localhost' id='rg2'><pubsub xmlns='{PUBSUB}'><items node='urn:friends'/></pubsub></iq>"
-        ))
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r}");
+        )).await;
     // Creating what exists (§8.1.3.x): conflict.
     let r = a
         .iq(&format!("<iq type='set' id='cr2'><pubsub xmlns='{PUBSUB}'><create node='urn:friends'/></pubsub></iq>"))
@@ -508,13 +496,10 @@ async fn access_models_and_bad_input() {
 
 async fn publish_bookmark(a: &mut RawClient, room: &str, name: &str) -> Element {
     // XEP-0402 example 3, with the publish-options of §3.
-    let r = a
-        .iq(&format!(
+    a.iq_ok(&format!(
             "<iq type='set' id='bm-{room}'><pubsub xmlns='{PUBSUB}'><publish node='urn:xmpp:bookmarks:1'><item id='{room}'><conference xmlns='urn:xmpp:bookmarks:1' name='{name}' autojoin='true'><nick>JC</nick></conference></item></publish><publish-options><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>{PUBSUB}#publish-options</value></field><field var='pubsub#persist_items'><value>true</value></field><field var='pubsub#max_items'><value>max</value></field><field var='pubsub#send_last_published_item'><value>never</value></field><field var='pubsub#access_model'><value>whitelist</value></field></x></publish-options></pubsub></iq>"
         ))
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r}");
-    r
+    .await
 }
 
 /// XEP-0402 §5.3: private XML bookmarks and native ones are the same.
@@ -537,10 +522,7 @@ async fn bookmarks_compat_with_private_xml() {
         "<iq type='result' id='pv1' to='alice@localhost/home'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'><conference jid='theplay@conference.shakespeare.lit' name='The Play&apos;s the Thing' autojoin='true'><nick>JC</nick></conference><conference jid='orchard@conference.shakespeare.lit' name='The Orchard' autojoin='true'><nick>JC</nick></conference></storage></query></iq>",
     );
     // An old client writes the list back: one changed, one removed, one new.
-    let r = a
-        .iq("<iq type='set' id='pv2'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'><conference jid='theplay@conference.shakespeare.lit' name='The Play' autojoin='false'><nick>JC</nick><password>pw</password></conference><conference jid='council@conference.shakespeare.lit' name='Council'/></storage></query></iq>")
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    a.iq_ok("<iq type='set' id='pv2'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'><conference jid='theplay@conference.shakespeare.lit' name='The Play' autojoin='false'><nick>JC</nick><password>pw</password></conference><conference jid='council@conference.shakespeare.lit' name='Council'/></storage></query></iq>").await;
     let r = a
         .iq(&format!(
             "<iq type='get' id='it'><pubsub xmlns='{PUBSUB}'><items node='urn:xmpp:bookmarks:1'/></pubsub></iq>"
@@ -566,18 +548,12 @@ async fn avatar_is_copied_to_the_vcard() {
         .map(|b| format!("{b:02x}"))
         .collect();
     // XEP-0084 examples 1 and 3.
-    let r = a
-        .iq(&format!(
+    a.iq_ok(&format!(
             "<iq type='set' id='d'><pubsub xmlns='{PUBSUB}'><publish node='urn:xmpp:avatar:data'><item id='{id}'><data xmlns='urn:xmpp:avatar:data'>{b64}</data></item></publish></pubsub></iq>"
-        ))
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r}");
-    let r = a
-        .iq(&format!(
+        )).await;
+    a.iq_ok(&format!(
             "<iq type='set' id='m'><pubsub xmlns='{PUBSUB}'><publish node='urn:xmpp:avatar:metadata'><item id='{id}'><metadata xmlns='urn:xmpp:avatar:metadata'><info bytes='256' id='{id}' height='1' type='image/png' width='256'/></metadata></item></publish></pubsub></iq>"
-        ))
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r}");
+        )).await;
     let r = a
         .iq("<iq type='get' id='v'><vCard xmlns='vcard-temp'/></iq>")
         .await;
@@ -621,12 +597,9 @@ async fn omemo_device_list_and_bundles() {
     let list2 = "<devices xmlns='urn:xmpp:omemo:2'><device id='12345'/><device id='4223' label='Gajim on Ubuntu Linux'/></devices>";
     let list1 = "<list xmlns='eu.siacs.conversations.axolotl'><device id='12345'/></list>";
     for (node, item, payload) in [(devices, "current", list2), (legacy, "current", list1)] {
-        let r = a
-            .iq(&format!(
+        a.iq_ok(&format!(
                 "<iq type='set' id='dl-{node}'><pubsub xmlns='{PUBSUB}'><publish node='{node}'><item id='{item}'>{payload}</item></publish>{open}</pubsub></iq>"
-            ))
-            .await;
-        assert_eq!(r.attr("type"), Some("result"), "{r}");
+            )).await;
         assert_reply_xml(
             &next_event(&mut b).await,
             &format!(
@@ -649,12 +622,9 @@ async fn omemo_device_list_and_bundles() {
             &open,
         ),
     ] {
-        let r = a
-            .iq(&format!(
+        a.iq_ok(&format!(
                 "<iq type='set' id='b-{item}'><pubsub xmlns='{PUBSUB}'><publish node='{node}'><item id='{item}'>{payload}</item></publish>{opts}</pubsub></iq>"
-            ))
-            .await;
-        assert_eq!(r.attr("type"), Some("result"), "{r}");
+            )).await;
         // Carol, a stranger, fetches it (XEP-0384 §4.4 example 7).
         let r = c
             .iq(&format!(
@@ -783,10 +753,7 @@ async fn node_configuration() {
         ),
     );
     // Made open: Bob, a stranger, reads.
-    let r = a
-        .iq(&format!("<iq type='set' id='cf3'><pubsub xmlns='{PUBSUB}#owner'><configure node='{TUNE}'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#node_config</value></field><field var='pubsub#access_model'><value>open</value></field><field var='pubsub#max_items'><value>5</value></field></x></configure></pubsub></iq>"))
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    a.iq_ok(&format!("<iq type='set' id='cf3'><pubsub xmlns='{PUBSUB}#owner'><configure node='{TUNE}'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#node_config</value></field><field var='pubsub#access_model'><value>open</value></field><field var='pubsub#max_items'><value>5</value></field></x></configure></pubsub></iq>")).await;
     publish_tune(&mut a, "t2").await;
     let r = b
         .iq(&format!("<iq type='get' to='alice@localhost' id='i'><pubsub xmlns='{PUBSUB}'><items node='{TUNE}' max_items='1'/></pubsub></iq>"))
@@ -859,12 +826,9 @@ async fn avatar_hash_in_presence() {
     // (§4 Example 4).
     let img = b"\x89PNG\r\n\x1a\n a tiny image";
     let b64 = base64::engine::general_purpose::STANDARD.encode(img);
-    let r = a
-        .iq(&format!(
+    a.iq_ok(&format!(
             "<iq type='set' id='v'><vCard xmlns='vcard-temp'><FN>Alice</FN><PHOTO><TYPE>image/png</TYPE><BINVAL>{b64}</BINVAL></PHOTO></vCard></iq>"
-        ))
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r}");
+        )).await;
     let h1 = hash_of(img);
     let p = relayed(
         &mut a,
@@ -923,12 +887,9 @@ async fn avatar_hash_in_presence() {
             ),
         ),
     ] {
-        let r = a
-            .iq(&format!(
+        a.iq_ok(&format!(
                 "<iq type='set' id='{id}'><pubsub xmlns='{PUBSUB}'><publish node='{node}'><item id='{h2}'>{payload}</item></publish></pubsub></iq>"
-            ))
-            .await;
-        assert_eq!(r.attr("type"), Some("result"), "{r}");
+            )).await;
     }
     let p = relayed(&mut a, &mut b, "<presence/>").await;
     assert_reply_xml(
@@ -947,12 +908,9 @@ async fn avatar_hash_in_presence() {
     .await;
     b.until(|e| e.name() == "message" && e.child("subject", "jabber:client").is_some())
         .await;
-    let r = b
-        .iq(&format!(
+    b.iq_ok(&format!(
             "<iq type='set' to='den@conference.localhost' id='inst'><query xmlns='{MUC}#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>"
-        ))
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r}");
+        )).await;
     a.send(&format!(
         "<presence to='den@conference.localhost/Alice'><x xmlns='{MUC}'/></presence>"
     ))

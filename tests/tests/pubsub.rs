@@ -118,10 +118,7 @@ async fn create_subscribe_publish_retract_delete() {
         ),
     );
     // §7.2.1 example 115, §7.2.2.1 example 117 (notify_retract is on).
-    let r = h
-        .iq(&format!("<iq type='set' to='{SVC}' id='retract1'><pubsub xmlns='{PUBSUB}'><retract node='princely_musings'><item id='ae890ac52d0df67ed7cfdf51b644e901'/></retract></pubsub></iq>"))
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    h.iq_ok(&format!("<iq type='set' to='{SVC}' id='retract1'><pubsub xmlns='{PUBSUB}'><retract node='princely_musings'><item id='ae890ac52d0df67ed7cfdf51b644e901'/></retract></pubsub></iq>")).await;
     let (m, _) = f.until(|e| e.name() == "message").await;
     assert_reply_xml(
         &m,
@@ -133,12 +130,10 @@ async fn create_subscribe_publish_retract_delete() {
     let unsub = format!(
         "<pubsub xmlns='{PUBSUB}'><unsubscribe node='princely_musings' jid='francisco@localhost'/></pubsub>"
     );
-    let r = f
-        .iq(&format!(
-            "<iq type='set' to='{SVC}' id='unsub1'>{unsub}</iq>"
-        ))
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    f.iq_ok(&format!(
+        "<iq type='set' to='{SVC}' id='unsub1'>{unsub}</iq>"
+    ))
+    .await;
     let r = f
         .iq(&format!(
             "<iq type='set' to='{SVC}' id='unsub2'>{unsub}</iq>"
@@ -171,10 +166,8 @@ async fn create_subscribe_publish_retract_delete() {
             "<iq type='error' id='del1' from='{SVC}' to='bernardo@localhost/castle'><error type='auth'><forbidden xmlns='{STANZAS}'/></error></iq>"
         ),
     );
-    let r = h
-        .iq(&format!("<iq type='set' to='{SVC}' id='del2'>{del}</iq>"))
+    h.iq_ok(&format!("<iq type='set' to='{SVC}' id='del2'>{del}</iq>"))
         .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r}");
     let r = b
         .iq(&format!("<iq type='get' to='{SVC}' id='items2'><pubsub xmlns='{PUBSUB}'><items node='princely_musings'/></pubsub></iq>"))
         .await;
@@ -245,10 +238,7 @@ async fn disco_instant_nodes_and_whitelist() {
         ),
     );
     // §8.9.2 example 170: the owner adds a member.
-    let r = h
-        .iq(&format!("<iq type='set' to='{SVC}' id='aff'><pubsub xmlns='{OWNER}'><affiliations node='{node}'><affiliation jid='francisco@localhost' affiliation='member'/></affiliations></pubsub></iq>"))
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    h.iq_ok(&format!("<iq type='set' to='{SVC}' id='aff'><pubsub xmlns='{OWNER}'><affiliations node='{node}'><affiliation jid='francisco@localhost' affiliation='member'/></affiliations></pubsub></iq>")).await;
     let r = h
         .iq(&format!("<iq type='get' to='{SVC}' id='aff2'><pubsub xmlns='{OWNER}'><affiliations node='{node}'/></pubsub></iq>"))
         .await;

@@ -38,12 +38,9 @@ fn error_condition(el: &Element) -> String {
 /// Enables push to the app server's `node` with the publish options;
 /// asserts the empty result.
 async fn enable(c: &mut RawClient, node: &str) {
-    let r = c
-        .iq(&format!(
+    let r = c.iq_ok(&format!(
             "<iq type='set' id='en-{node}'><enable xmlns='urn:xmpp:push:0' jid='{APP}' node='{node}'>{OPTIONS}</enable></iq>"
-        ))
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r}");
+        )).await;
     assert!(r.first_child().is_none(), "{r}");
 }
 
@@ -198,29 +195,24 @@ async fn discovery_enable_and_disable() {
     assert_eq!(regs.len(), 2);
     assert_eq!(regs[1].options, None);
     // Example 11: one node.
-    let r = a
-        .iq(&format!(
+    a.iq_ok(&format!(
             "<iq type='set' id='x97'><disable xmlns='urn:xmpp:push:0' jid='{APP}' node='yxs32uqsflafdk3iuqo'/></iq>"
-        ))
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r}");
+        )).await;
     let regs = registrations(&s, "alice").await;
     assert_eq!(regs.len(), 1);
     assert_eq!(regs[0].node, "other");
     // Example 10: every node of the service.
     enable(&mut a, "third").await;
-    let r = a
-        .iq(&format!(
-            "<iq type='set' id='x98'><disable xmlns='urn:xmpp:push:0' jid='{APP}'/></iq>"
-        ))
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    a.iq_ok(&format!(
+        "<iq type='set' id='x98'><disable xmlns='urn:xmpp:push:0' jid='{APP}'/></iq>"
+    ))
+    .await;
     assert!(registrations(&s, "alice").await.is_empty());
     // Disabling what is not enabled is fine too.
-    let r = a
-        .iq("<iq type='set' id='x99'><disable xmlns='urn:xmpp:push:0' jid='push.example.net'/></iq>")
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    a.iq_ok(
+        "<iq type='set' id='x99'><disable xmlns='urn:xmpp:push:0' jid='push.example.net'/></iq>",
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -933,22 +933,8 @@ impl Engine {
                     .map_err(unavailable)?;
             }
         }
-        let mut notices = Vec::new();
-        if node.config.notify_config {
-            let event = Element::new_static("event", NS_EVENT).with_child(
-                Element::new_static("configuration", NS_EVENT)
-                    .with_attr("node", node.name.as_str()),
-            );
-            notices.push(Notice {
-                node: Arc::new(node),
-                event,
-                only: None,
-            });
-        }
-        Ok(Outcome {
-            reply: None,
-            notices,
-        })
+        let notify = node.config.notify_config;
+        Ok(node_event(node, notify, "configuration"))
     }
 
     /// §8.4 delete.
@@ -964,21 +950,8 @@ impl Engine {
             .delete_node(svc.key(), &node.name)
             .await
             .map_err(unavailable)?;
-        let mut notices = Vec::new();
-        if node.config.notify_delete {
-            let event = Element::new_static("event", NS_EVENT).with_child(
-                Element::new_static("delete", NS_EVENT).with_attr("node", node.name.as_str()),
-            );
-            notices.push(Notice {
-                node: Arc::new(node),
-                event,
-                only: None,
-            });
-        }
-        Ok(Outcome {
-            reply: None,
-            notices,
-        })
+        let notify = node.config.notify_delete;
+        Ok(node_event(node, notify, "delete"))
     }
 
     /// §8.5 purge.
@@ -994,21 +967,8 @@ impl Engine {
             .purge(svc.key(), &node.name)
             .await
             .map_err(unavailable)?;
-        let mut notices = Vec::new();
-        if node.config.notify_retract {
-            let event = Element::new_static("event", NS_EVENT).with_child(
-                Element::new_static("purge", NS_EVENT).with_attr("node", node.name.as_str()),
-            );
-            notices.push(Notice {
-                node: Arc::new(node),
-                event,
-                only: None,
-            });
-        }
-        Ok(Outcome {
-            reply: None,
-            notices,
-        })
+        let notify = node.config.notify_retract;
+        Ok(node_event(node, notify, "purge"))
     }
 
     /// §8.9.1 the affiliations of a node.
@@ -1116,6 +1076,25 @@ impl Engine {
         }
         self.save(svc, &node).await?;
         Ok(Outcome::default())
+    }
+}
+
+/// §8.2.5.1, §8.4.2, §8.5.2: when `notify`, the owner's change as an
+/// `<event><{kind} node/></event>` to the node's subscribers.
+fn node_event(node: Node, notify: bool, kind: &'static str) -> Outcome {
+    let mut notices = Vec::new();
+    if notify {
+        let event = Element::new_static("event", NS_EVENT)
+            .with_child(Element::new_static(kind, NS_EVENT).with_attr("node", node.name.as_str()));
+        notices.push(Notice {
+            node: Arc::new(node),
+            event,
+            only: None,
+        });
+    }
+    Outcome {
+        reply: None,
+        notices,
     }
 }
 

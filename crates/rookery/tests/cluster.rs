@@ -26,6 +26,33 @@ async fn login(c: &Cluster, cm: &str, user: &str, resource: &str) -> RawClient {
     r
 }
 
+/// Runs the slixmpp script `name` (tests/interop/) with `args`, asserts
+/// that it succeeded and printed every marker, and returns its output.
+async fn slixmpp(name: &str, args: Vec<String>, markers: &[&str]) -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/interop")
+        .join(name);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("/usr/bin/python3")
+            .arg(script)
+            .args(args)
+            .output()
+            .expect("python3-slixmpp")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name} failed\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for m in markers {
+        assert!(stdout.contains(m), "{name}: missing {m:?}:\n{stdout}");
+    }
+    stdout
+}
+
 /// Stock slixmpp, three sessions over two cms, the two accounts owned by
 /// different session nodes: subscription handshake, presence both ways,
 /// messages and carbons (tests/interop/slixmpp_im.py).
@@ -36,36 +63,32 @@ async fn slixmpp_across_connection_managers_and_session_nodes() {
     let (alice, bob) = (user_on("alice", "session1"), user_on("bob", "session2"));
     c.add_user(&alice, "pass").await;
     c.add_user(&bob, "pass").await;
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/slixmpp_im.py");
-    let out = tokio::task::spawn_blocking({
-        let (p1, p2) = (c.cm_addr("cm1").port(), c.cm_addr("cm2").port());
-        let (alice, bob) = (alice.clone(), bob.clone());
-        move || {
-            Command::new("/usr/bin/python3")
-                .arg(script)
-                .args(["--port", &p1.to_string(), "--port2", &p2.to_string()])
-                .args(["--alice", &alice, "--bob", &bob, "--password", "pass"])
-                .output()
-                .expect("python3-slixmpp")
-        }
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "slixmpp_im.py failed\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for m in [
-        "subscriptions: both/both",
-        "received carbon",
-        "sent carbon",
-        "OK",
-    ] {
-        assert!(stdout.contains(m), "missing {m:?}:\n{stdout}");
-    }
+    let (p1, p2) = (c.cm_addr("cm1").port(), c.cm_addr("cm2").port());
+    let args = [
+        "--port",
+        &p1.to_string(),
+        "--port2",
+        &p2.to_string(),
+        "--alice",
+        &alice,
+        "--bob",
+        &bob,
+        "--password",
+        "pass",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    slixmpp(
+        "slixmpp_im.py",
+        args,
+        &[
+            "subscriptions: both/both",
+            "received carbon",
+            "sent carbon",
+            "OK",
+        ],
+    )
+    .await;
     // The stanzas did cross between the session nodes.
     let forwarded = c
         .session_metric_sum(
@@ -1347,24 +1370,15 @@ async fn pubsub_and_upload_across_session_nodes() {
             (&mut cb, &mut ca, &a)
         };
         let news = news.as_str();
-        let r = pc
-            .iq(&format!(
+        pc.iq_ok(&format!(
                 "<iq type='set' to='pubsub.localhost' id='c'><pubsub xmlns='{PS}'><create node='{news}'/></pubsub></iq>"
-            ))
-            .await;
-        assert_eq!(r.attr("type"), Some("result"), "{r}");
-        let r = sc
-            .iq(&format!(
+            )).await;
+        sc.iq_ok(&format!(
                 "<iq type='set' to='pubsub.localhost' id='s'><pubsub xmlns='{PS}'><subscribe node='{news}' jid='{sub}@localhost'/></pubsub></iq>"
-            ))
-            .await;
-        assert_eq!(r.attr("type"), Some("result"), "{r}");
-        let r = pc
-            .iq(&format!(
+            )).await;
+        pc.iq_ok(&format!(
                 "<iq type='set' to='pubsub.localhost' id='p'><pubsub xmlns='{PS}'><publish node='{news}'><item id='i1'><entry xmlns='urn:example:news'>hello</entry></item></publish></pubsub></iq>"
-            ))
-            .await;
-        assert_eq!(r.attr("type"), Some("result"), "{r}");
+            )).await;
         let (m, _) = sc.until(|e| e.name() == "message").await;
         rookery_e2e::assert_reply_xml(
             &m,
@@ -1386,10 +1400,7 @@ async fn pubsub_and_upload_across_session_nodes() {
 
     // XEP-0363: a slot from the service, the PUT through cm1's web
     // listener and the GET through cm2's.
-    let r = ca
-        .iq("<iq type='get' to='upload.localhost' id='u'><request xmlns='urn:xmpp:http:upload:0' filename='a.txt' size='5' content-type='text/plain'/></iq>")
-        .await;
-    assert_eq!(r.attr("type"), Some("result"), "{r}");
+    let r = ca.iq_ok("<iq type='get' to='upload.localhost' id='u'><request xmlns='urn:xmpp:http:upload:0' filename='a.txt' size='5' content-type='text/plain'/></iq>").await;
     let slot = r.first_child().unwrap();
     let url = |name: &str| {
         slot.child(name, "urn:xmpp:http:upload:0")
@@ -1460,32 +1471,18 @@ async fn slixmpp_muc_in_a_cluster() {
         .map(|u| owner_of(&format!("{u}@localhost"), &nodes))
         .collect();
     assert!(owners.iter().any(|o| *o != room), "{room} {owners:?}");
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/slixmpp_muc.py");
-    let port = c.cm_addr("cm1").port();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("/usr/bin/python3")
-            .arg(script)
-            .args(["--port", &port.to_string(), "--password", "pass"])
-            .output()
-            .expect("python3-slixmpp")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "slixmpp_muc.py failed\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for m in [
-        "alice created the room",
-        "bob and carol joined",
-        "everyone got both messages in order, with the same stanza-ids",
-        "kick: carol got 110+307",
-        "archive: carol paged through both messages, ids as live",
-        "OK",
-    ] {
-        assert!(stdout.contains(m), "missing {m:?}:\n{stdout}");
-    }
+    let port = c.cm_addr("cm1").port().to_string();
+    slixmpp(
+        "slixmpp_muc.py",
+        vec!["--port".into(), port, "--password".into(), "pass".into()],
+        &[
+            "alice created the room",
+            "bob and carol joined",
+            "everyone got both messages in order, with the same stanza-ids",
+            "kick: carol got 110+307",
+            "archive: carol paged through both messages, ids as live",
+            "OK",
+        ],
+    )
+    .await;
 }
